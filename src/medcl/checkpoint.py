@@ -1,0 +1,51 @@
+"""Checkpoints: written atomically, loaded on the CPU first.
+
+A checkpoint is a dict with ``model``, ``optimizer``, ``schedule``, ``rng``, ``step``,
+``elapsed_seconds``, ``best`` (the best validation score so far), ``config`` (the full resolved
+:class:`~medcl.config.TrainConfig` as a dict), ``label_spec`` and ``model_kwargs`` (what
+:func:`~medcl.models.build_model` needs to rebuild the network).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+from .io import atomic_path
+
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_NAMES = ("best", "last")
+
+
+def checkpoint_path(run_dir: str | os.PathLike, name: str) -> Path:
+    if name not in CHECKPOINT_NAMES:
+        raise ValueError(f"checkpoint name must be one of {CHECKPOINT_NAMES}, got {name!r}")
+    return Path(run_dir) / CHECKPOINT_DIR / f"{name}.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint onto the CPU.
+
+    Raises:
+        DataError: the file is missing or not a medcl checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    missing = {"model", "config", "label_spec", "model_kwargs"} - set(state if isinstance(state, dict) else {})
+    if missing:
+        raise DataError(f"{path}: not a medcl checkpoint (missing {sorted(missing)})")
+    return state

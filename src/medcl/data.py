@@ -1,0 +1,161 @@
+"""Cases loaded once into memory as preprocessed slices, and the training-batch sampler.
+
+NIfTI files are read and preprocessed once (:func:`load_case`); training then samples slices
+from memory (:class:`SliceSampler`), so no file is read again during training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .datasets import Case
+from .errors import ConfigError, DataError
+from .io import Volume, check_same_geometry, load_image, load_nifti
+from .labels import LabelSpec
+from .preprocessing import PreprocessConfig, image_to_slices, labels_to_slices
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedCase:
+    """One case in memory.
+
+    Attributes:
+        case_id: the case id.
+        image: normalised, resampled slices ``(Z, C, H, W)`` float32.
+        labels: class indices ``(Z, H, W)`` int64 with ``ignore_index`` for unlabelled pixels,
+            or ``None`` when the case has no labels (or they are hidden, see ``labelled``).
+        tags: image-level class tags ``(Z, K)`` bool: class ``k`` occurs in slice ``z``'s
+            annotation. Kept for cases whose scribbles are hidden.
+        labelled: whether ``labels`` may be used for supervision.
+        reference: the input volume (geometry for writing outputs; data is the raw image).
+        dense_labels: class indices at the input grid ``(X, Y, Z)`` (validation/evaluation).
+    """
+
+    case_id: str
+    image: torch.Tensor
+    labels: torch.Tensor | None
+    tags: torch.Tensor | None
+    labelled: bool
+    reference: Volume
+    dense_labels: np.ndarray | None = None
+
+
+def read_case(case: Case, spec: LabelSpec) -> tuple[Volume, np.ndarray | None]:
+    """Read a case's image ``(X, Y, Z, C)`` and its label map as class indices ``(X, Y, Z)``."""
+    image = load_image(case.image_paths)
+    if image.data.shape[-1] != spec.in_channels:
+        raise DataError(f"{case.image_paths[0]}: {image.data.shape[-1]} channels, the dataset "
+                        f"declares {spec.in_channels}")
+    if case.label_path is None:
+        return image, None
+    label = load_nifti(case.label_path, kind="label")
+    check_same_geometry(image, label)
+    return image, spec.to_indices(label.data, source=case.label_path)
+
+
+def class_tags(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-slice class presence ``(Z, K)`` bool from class indices ``(Z, H, W)``."""
+    flat = labels.reshape(labels.shape[0], -1)
+    return torch.stack([(flat == k).any(dim=1) for k in range(num_classes)], dim=1)
+
+
+def load_case(case: Case, spec: LabelSpec, cfg: PreprocessConfig, *, labelled: bool = True,
+              keep_dense: bool = False) -> PreparedCase:
+    """Read and preprocess one case.
+
+    Args:
+        labelled: ``False`` hides the labels from supervision but keeps the class tags (the
+            few-scribble setting's unscribbled volumes).
+        keep_dense: keep the label map at the input grid (for validation Dice).
+    """
+    image, labels = read_case(case, spec)
+    spacing_xy = image.spacing[:2]
+    slices = image_to_slices(image.data, spacing_xy, cfg)
+    label_slices = tags = None
+    if labels is not None:
+        label_slices = labels_to_slices(labels, spacing_xy, cfg)
+        tags = class_tags(torch.from_numpy(labels.transpose(2, 0, 1)), spec.num_classes)
+    return PreparedCase(case_id=case.case_id, image=slices,
+                        labels=label_slices if labelled else None, tags=tags,
+                        labelled=labelled and labels is not None, reference=image,
+                        dense_labels=labels if keep_dense else None)
+
+
+def select_scribbled(cases: Sequence[Case], *, num_scribbled: int | None = None,
+                     scribbled_cases: Sequence[str] | None = None) -> set[str]:
+    """Case ids whose scribbles are used; the others are treated as unlabelled.
+
+    Default order is the sorted case ids, so ``num_scribbled=5`` on MSCMR keeps subject13, 14,
+    15, 18, 19. ``None`` for both keeps every case.
+    """
+    ids = sorted(c.case_id for c in cases)
+    if scribbled_cases:
+        unknown = sorted(set(scribbled_cases) - set(ids))
+        if unknown:
+            raise ConfigError(f"scribbled_cases {unknown} are not training cases "
+                              f"(e.g. {', '.join(ids[:3])})")
+        return set(scribbled_cases)
+    if num_scribbled is None:
+        return set(ids)
+    if not 1 <= num_scribbled <= len(ids):
+        raise ConfigError(f"num_scribbled must be in 1..{len(ids)}, got {num_scribbled}")
+    return set(ids[:num_scribbled])
+
+
+class SliceSampler:
+    """Draws random training batches of fixed-size 2D crops from prepared cases.
+
+    Args:
+        cases: prepared training cases.
+        crop_size: ``(h, w)`` of the crops; smaller slices are padded (image 0, labels ignore).
+        ignore_index: label index of unlabelled pixels.
+        labelled_only: draw only slices that carry at least one labelled pixel.
+        generator: CPU generator that drives all sampling (saved in checkpoints).
+    """
+
+    def __init__(self, cases: Sequence[PreparedCase], *, crop_size: tuple[int, int],
+                 ignore_index: int, labelled_only: bool, generator: torch.Generator) -> None:
+        self.cases = list(cases)
+        self.crop_size = tuple(crop_size)
+        self.ignore_index = ignore_index
+        self.generator = generator
+        index = []
+        for ci, case in enumerate(self.cases):
+            for z in range(case.image.shape[0]):
+                has_label = case.labels is not None and bool(
+                    (case.labels[z] != ignore_index).any())
+                if has_label or not labelled_only:
+                    index.append((ci, z))
+        if not index:
+            raise DataError("no training slice carries a labelled pixel")
+        self.index = torch.tensor(index, dtype=torch.long)
+        self.in_channels = self.cases[0].image.shape[1]
+        log.info("sampler: %d slices from %d cases", len(self.index), len(self.cases))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """A batch: ``image (B, C, h, w)`` float, ``labels (B, h, w)`` long, ``tags (B, K)``."""
+        from .transforms import random_crop
+
+        picks = torch.randint(len(self.index), (batch_size,), generator=self.generator)
+        images, labels, tags = [], [], []
+        for ci, z in self.index[picks].tolist():
+            case = self.cases[ci]
+            lab = case.labels[z] if case.labels is not None else torch.full(
+                case.image.shape[-2:], self.ignore_index, dtype=torch.long)
+            img, lab = random_crop(case.image[z], lab, self.crop_size,
+                                   ignore_index=self.ignore_index, generator=self.generator)
+            images.append(img)
+            labels.append(lab)
+            tags.append(case.tags[z])
+        return {"image": torch.stack(images), "labels": torch.stack(labels),
+                "tags": torch.stack(tags)}

@@ -1,0 +1,172 @@
+"""Inference: whole-slice prediction with the training geometry, back to the input grid.
+
+:class:`Predictor` wraps a trained network with the run's label definition and preprocessing.
+:func:`predict_path` is what ``medcl predict`` calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import checkpoint_path, load_checkpoint
+from .datasets import group_channels, nifti_files
+from .errors import DataError
+from .io import Volume, is_nifti, load_image, save_nifti
+from .labels import LabelSpec
+from .models import build_model
+from .postprocessing import keep_largest_component
+from .preprocessing import PreprocessConfig, image_to_slices, pad_to_multiple, restore_probs
+from .runtime import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    """A trained network plus the run's label definition and preprocessing.
+
+    Args:
+        model: network mapping ``(B, C, H, W)`` to logits ``(B, K, H, W)``.
+        spec: label definition of the training data.
+        preprocess: the preprocessing used in training.
+        device: where to run the network.
+        batch_size: slices per forward pass.
+        flip_tta: average the probabilities over horizontal/vertical flips.
+    """
+
+    def __init__(self, model: nn.Module, spec: LabelSpec, preprocess: PreprocessConfig, *,
+                 device: torch.device | str = "cpu", batch_size: int = 16,
+                 flip_tta: bool = False) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.spec = spec
+        self.preprocess = preprocess
+        self.batch_size = batch_size
+        self.flip_tta = flip_tta
+        self.size_divisor = getattr(model, "size_divisor", 1)
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
+                 device: str = "auto", **kwargs) -> "Predictor":
+        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent)."""
+        path = checkpoint_path(run_dir, checkpoint)
+        if checkpoint == "best" and not path.is_file():
+            path = checkpoint_path(run_dir, "last")
+        state = load_checkpoint(path)
+        spec = LabelSpec.from_dict(state["label_spec"], source=str(path))
+        model = build_model(**state["model_kwargs"])
+        model.load_state_dict(state["model"])
+        cfg = state["config"]
+        preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
+                                      normalization=cfg["normalization"])
+        kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
+        log.info("loaded %s (step %d)", path, state.get("step", -1))
+        return cls(model, spec, preprocess, device=resolve_device(device), **kwargs)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(self.model(batch), dim=1)
+        if self.flip_tta:
+            for dims in ((2,), (3,), (2, 3)):
+                probs += torch.softmax(self.model(batch.flip(dims)), dim=1).flip(dims)
+            probs /= 4
+        return probs
+
+    @torch.no_grad()
+    def predict_slices(self, slices: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(Z, K, H, W)`` of preprocessed slices ``(Z, C, H, W)`` (on CPU)."""
+        was_training = self.model.training
+        self.model.eval()
+        padded, (h, w) = pad_to_multiple(slices, self.size_divisor)
+        out = []
+        for start in range(0, padded.shape[0], self.batch_size):
+            batch = padded[start:start + self.batch_size].to(self.device)
+            out.append(self._forward(batch)[..., :h, :w].float().cpu())
+        self.model.train(was_training)
+        return torch.cat(out)
+
+    def predict_volume(self, image: Volume, slices: torch.Tensor | None = None) -> np.ndarray:
+        """Probabilities ``(X, Y, Z, K)`` float32 on the input grid of ``image (X, Y, Z, C)``.
+
+        ``slices`` may pass the already preprocessed slices of ``image`` to skip preprocessing.
+        """
+        if slices is None:
+            slices = image_to_slices(image.data, image.spacing[:2], self.preprocess)
+        probs = restore_probs(self.predict_slices(slices), image.shape[:2])
+        return probs.permute(2, 3, 0, 1).numpy()
+
+    def segment(self, probs: np.ndarray, *, largest_component: bool = False) -> np.ndarray:
+        """Class indices ``(X, Y, Z)`` from probabilities ``(X, Y, Z, K)``."""
+        labels = probs.argmax(axis=-1)
+        if largest_component:
+            labels = keep_largest_component(labels, self.spec.num_classes)
+        return labels
+
+
+def find_inputs(path: Path, in_channels: int) -> dict[str, tuple[Path, ...]]:
+    """Case id -> channel files, for a folder or a single NIfTI file."""
+    if path.is_file():
+        if not is_nifti(path):
+            raise DataError(f"{path}: not a .nii/.nii.gz file")
+        return group_channels([path], in_channels)
+    return group_channels(nifti_files(path), in_channels)
+
+
+def label_dtype(spec: LabelSpec) -> type:
+    top = max(spec.label_values)
+    return np.uint8 if top < 256 else (np.uint16 if top < 65536 else np.int32)
+
+
+def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
+                 predictor: Predictor, *, save_probs: bool = False,
+                 largest_component: bool = False, overwrite: bool = False,
+                 overlay_slices: int = 0,
+                 progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
+
+    Outputs keep the input's affine, header and shape and hold the dataset's on-disk label
+    values. Nothing is written if any output already exists and ``overwrite`` is false.
+
+    Args:
+        save_probs: also write ``{case}_probs.nii.gz`` ``(X, Y, Z, K)`` float32 probabilities.
+        largest_component: keep only the largest 3D component of each class.
+        overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
+        progress: called with each case id once it is done.
+    """
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    if not input_path.exists():
+        raise DataError(f"{input_path}: input not found")
+    cases = find_inputs(input_path, predictor.spec.in_channels)
+    targets = {c: output_dir / f"{c}.nii.gz" for c in cases}
+    if not overwrite:
+        existing = [p for p in targets.values() if p.exists()]
+        if existing:
+            raise DataError(f"{existing[0]}: output already exists ({len(existing)} files); "
+                            "pass --overwrite to replace predictions")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for case_id, paths in cases.items():
+        image = load_image(paths)
+        probs = predictor.predict_volume(image)
+        labels = predictor.segment(probs, largest_component=largest_component)
+        spec = predictor.spec
+        save_nifti(targets[case_id], spec.to_values(labels), image, dtype=label_dtype(spec))
+        written.append(targets[case_id])
+        if save_probs:
+            save_nifti(output_dir / f"{case_id}_probs.nii.gz", probs, image, dtype=np.float32)
+        if overlay_slices:
+            from .overlay import save_overlays
+
+            values = dict(zip(spec.foreground_names, spec.label_values[1:]))
+            save_overlays(image.data[..., 0], spec.to_values(labels), None,
+                          output_dir / "overlays", case_id, values, num_slices=overlay_slices)
+        if progress is not None:
+            progress(case_id)
+    return written

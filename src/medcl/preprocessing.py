@@ -1,0 +1,120 @@
+"""Volume preprocessing shared by training, validation and inference.
+
+A volume ``(X, Y, Z[, C])`` becomes a stack of 2D slices ``(Z, C, H, W)``:
+
+1. per-channel intensity normalisation over the whole volume (optionally after clipping to
+   percentiles), so that every slice of a volume sees the same statistics;
+2. in-plane resampling to ``target_spacing`` mm (bilinear for images, nearest for labels);
+   slices (axis ``Z``) are never resampled.
+
+Training crops/pads these slices; inference predicts whole slices and resamples the
+probabilities back to the input grid (:func:`restore_probs`), so both see the same geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+NORMALIZATIONS = ("zscore", "minmax", "none")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How volumes are turned into slices.
+
+    Attributes:
+        target_spacing: in-plane spacing in mm after resampling; ``None`` keeps each volume's own.
+        normalization: ``"zscore"`` (mean 0, std 1 per volume and channel), ``"minmax"`` (to
+            [0, 1]) or ``"none"``.
+        clip_percentiles: ``(low, high)`` percentiles to clip intensities to before
+            normalising, or ``None``.
+    """
+
+    target_spacing: float | None = None
+    normalization: str = "zscore"
+    clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.target_spacing is not None and not self.target_spacing > 0:
+            raise ConfigError(f"target_spacing must be > 0 mm, got {self.target_spacing}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"unknown normalization {self.normalization!r}; valid: "
+                              f"{', '.join(NORMALIZATIONS)}")
+        if self.clip_percentiles is not None:
+            low, high = self.clip_percentiles
+            if not 0 <= low < high <= 100:
+                raise ConfigError(f"clip_percentiles must satisfy 0 <= low < high <= 100, "
+                                  f"got {self.clip_percentiles}")
+
+
+def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Normalise ``image (X, Y, Z, C)`` per channel over the whole volume; float32 out."""
+    out = np.empty(image.shape, dtype=np.float32)
+    for c in range(image.shape[-1]):
+        chan = image[..., c].astype(np.float32)
+        if cfg.clip_percentiles is not None:
+            low, high = np.percentile(chan, cfg.clip_percentiles)
+            chan = np.clip(chan, low, high)
+        if cfg.normalization == "zscore":
+            chan = (chan - chan.mean()) / max(float(chan.std()), 1e-8)
+        elif cfg.normalization == "minmax":
+            lo, hi = float(chan.min()), float(chan.max())
+            chan = (chan - lo) / max(hi - lo, 1e-8)
+        out[..., c] = chan
+    return out
+
+
+def resampled_size(shape_xy: tuple[int, int], spacing_xy: tuple[float, float],
+                   target_spacing: float | None) -> tuple[int, int]:
+    """In-plane size ``(H, W)`` after resampling a ``shape_xy`` grid to ``target_spacing``."""
+    if target_spacing is None:
+        return int(shape_xy[0]), int(shape_xy[1])
+    return tuple(max(1, int(round(n * s / target_spacing))) for n, s in zip(shape_xy, spacing_xy))
+
+
+def image_to_slices(image: np.ndarray, spacing_xy: tuple[float, float],
+                    cfg: PreprocessConfig) -> torch.Tensor:
+    """``image (X, Y, Z, C)`` -> normalised, resampled slices ``(Z, C, H, W)`` float32."""
+    norm = normalize_intensity(image, cfg)
+    slices = torch.from_numpy(np.ascontiguousarray(norm.transpose(2, 3, 0, 1)))
+    size = resampled_size(image.shape[:2], spacing_xy, cfg.target_spacing)
+    if size != tuple(slices.shape[-2:]):
+        slices = F.interpolate(slices, size=size, mode="bilinear", align_corners=False,
+                               antialias=True)
+    return slices.contiguous()
+
+
+def labels_to_slices(labels: np.ndarray, spacing_xy: tuple[float, float],
+                     cfg: PreprocessConfig) -> torch.Tensor:
+    """Class-index volume ``(X, Y, Z)`` -> resampled slices ``(Z, H, W)`` int64 (nearest)."""
+    slices = torch.from_numpy(np.ascontiguousarray(labels.transpose(2, 0, 1)))
+    size = resampled_size(labels.shape[:2], spacing_xy, cfg.target_spacing)
+    if size != tuple(slices.shape[-2:]):
+        resized = F.interpolate(slices[:, None].float(), size=size, mode="nearest-exact")
+        slices = resized[:, 0].round().long()
+    return slices.long().contiguous()
+
+
+def restore_probs(probs: torch.Tensor, shape_xy: tuple[int, int]) -> torch.Tensor:
+    """Resample slice probabilities ``(Z, K, H, W)`` back to the input grid ``(Z, K, X, Y)``."""
+    if tuple(probs.shape[-2:]) == tuple(shape_xy):
+        return probs
+    return F.interpolate(probs, size=tuple(shape_xy), mode="bilinear", align_corners=False)
+
+
+def pad_to_multiple(slices: torch.Tensor, divisor: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pad ``(N, C, H, W)`` at the bottom/right to multiples of ``divisor``.
+
+    Returns the padded tensor and the original ``(H, W)`` to crop back to.
+    """
+    h, w = slices.shape[-2:]
+    pad_h, pad_w = (-h) % divisor, (-w) % divisor
+    if pad_h or pad_w:
+        slices = F.pad(slices, (0, pad_w, 0, pad_h))
+    return slices, (h, w)
