@@ -1,0 +1,26 @@
+# Two entry points: `make demo` and `make test`. Both build the environment first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test env clean
+
+env: $(STAMP)
+
+# torch is installed on its own, pinned, first: the pinned CPU wheel is found locally, and
+# nothing later can pull another torch build through a version range.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medcl demo --out demo_run --overwrite
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo_run .pytest_cache

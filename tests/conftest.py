@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny NIfTI writers and the real-data location."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REAL_DATA_ENV = "MEDCL_DATA"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_nifti(path: Path, data: np.ndarray, *, spacing=(1.5, 1.5, 5.0), affine=None) -> Path:
+    """Write ``data`` with a non-identity affine (rotation about z + offset) unless given."""
+    if affine is None:
+        c, s = np.cos(0.3), np.sin(0.3)
+        rot = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+        affine = np.eye(4)
+        affine[:3, :3] = rot @ np.diag(spacing)
+        affine[:3, 3] = (-10.0, 20.0, 5.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+def real_data_root() -> Path:
+    return Path(os.environ.get(REAL_DATA_ENV, REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def mscmr_root() -> Path:
+    """The real MSCMR release; skipped with the reason when it is absent."""
+    root = real_data_root() / "MSCMR_dataset"
+    if not (root / "train" / "images").is_dir():
+        pytest.skip(f"real MSCMR data not found at {root} (set {REAL_DATA_ENV} to the folder "
+                    "that holds MSCMR_dataset/)")
+    return root
