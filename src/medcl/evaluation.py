@@ -1,0 +1,249 @@
+"""Evaluate a folder of predicted label maps against a folder of ground-truth label maps.
+
+Each prediction ``{case}.nii.gz`` is paired with the ground-truth file whose stem is the case id
+or the case id followed by a ``_suffix`` (``subject10_DE.nii.gz`` <-> ``subject10_DE_manual.nii.gz``).
+Every file must have a partner. Metrics are computed per class and case in mm, using the spacing
+of the ground-truth header; see :mod:`medcl.metrics` for the definitions and the empty-mask rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from .datasets import match_case, nifti_files
+from .errors import ConfigError, DataError
+from .io import atomic_write_text, case_stem, check_same_geometry, load_nifti
+from .metrics import (BACKGROUND_VALUE, DEFINITIONS, METRIC_NAMES, case_metrics,
+                      check_class_values, empty_mask_flags)
+from .overlay import save_overlays
+
+log = logging.getLogger(__name__)
+
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+DICE_DECIMALS = 3
+MM_DECIMALS = 2
+_DECIMALS = {"dice": DICE_DECIMALS, "hd95": MM_DECIMALS, "assd": MM_DECIMALS}
+_HEADERS = {"dice": "Dice", "hd95": "HD95 (mm)", "assd": "ASSD (mm)"}
+AGGREGATION = ("Mean and std are over cases (population std, ddof=0). The 'overall' row first "
+               "averages the foreground classes of each case, then takes mean and std over cases.")
+
+
+def _match_files(case_ids: list[str], files: list[Path]) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Assign files to case ids by :func:`~medcl.datasets.match_case`; also return the unmatched."""
+    matched: dict[str, list[Path]] = {}
+    unmatched = []
+    for path in files:
+        case = match_case(case_stem(path), case_ids)
+        if case is None:
+            unmatched.append(path)
+        else:
+            matched.setdefault(case, []).append(path)
+    return matched, unmatched
+
+
+def pair_predictions(gt_dir: str | os.PathLike,
+                     pred_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
+    """``(case_id, prediction, ground truth)`` for every prediction, sorted by case id.
+
+    Raises:
+        DataError: a folder is missing or empty, a ground-truth file has no prediction, a
+            prediction has no ground truth, or a case has two files. The message names the file.
+    """
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    preds: dict[str, Path] = {}
+    for path in nifti_files(pred_dir):
+        case = case_stem(path)
+        if case in preds:
+            raise DataError(f"{path}: a second prediction for case {case!r} ({preds[case].name})")
+        preds[case] = path
+    matched, unmatched = _match_files(sorted(preds), nifti_files(gt_dir))
+    if unmatched:
+        raise DataError(f"{unmatched[0]}: ground truth without a prediction in {pred_dir} "
+                        "(expected a file named after the case id, e.g. 'subject10_DE.nii.gz' "
+                        "for 'subject10_DE_manual.nii.gz')")
+    for case, gts in matched.items():
+        if len(gts) > 1:
+            raise DataError(f"{gts[1]}: case {case!r} already has the ground truth {gts[0].name}")
+    for case, path in sorted(preds.items()):
+        if case not in matched:
+            raise DataError(f"{path}: prediction without a ground-truth file in {gt_dir}")
+    return [(case, preds[case], matched[case][0]) for case in sorted(preds)]
+
+
+def _classes_from_gt(gt_paths: list[Path]) -> dict[str, int]:
+    values: set[int] = set()
+    for path in gt_paths:
+        values.update(int(v) for v in np.unique(load_nifti(path, kind="label").data))
+    values.discard(BACKGROUND_VALUE)
+    if not values:
+        raise DataError(f"{gt_paths[0].parent}: ground-truth files hold no foreground labels; "
+                        "pass class_values")
+    return {f"class_{v}": v for v in sorted(values)}
+
+
+def _check_options(class_values: Mapping[str, int] | None, overlay_dir, image_dir,
+                   num_overlay_slices: int) -> dict[str, int] | None:
+    if (overlay_dir is None) != (image_dir is None):
+        raise ConfigError("overlays need both overlay_dir and image_dir")
+    if (isinstance(num_overlay_slices, bool) or not isinstance(num_overlay_slices, int)
+            or num_overlay_slices < 1):
+        raise ConfigError(f"num_overlay_slices must be a positive integer, got {num_overlay_slices!r}")
+    if class_values is None:
+        return None
+    try:
+        checked = check_class_values(class_values)
+    except ValueError as exc:
+        raise ConfigError(f"class_values: {exc}") from None
+    if all(v == BACKGROUND_VALUE for v in checked.values()):
+        raise ConfigError("class_values needs at least one foreground class (value != 0)")
+    return checked
+
+
+def _stats(per_case: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    table = {m: np.array([row[m] for row in per_case], dtype=np.float64) for m in METRIC_NAMES}
+    return ({m: float(v.mean()) for m, v in table.items()},
+            {m: float(v.std()) for m, v in table.items()})
+
+
+def _case_images(image_dir: Path, case_ids: list[str]) -> dict[str, Path]:
+    """First image file (channel ``_0000`` if several) per case id; extra files are ignored."""
+    matched, unmatched = _match_files(case_ids, nifti_files(image_dir))
+    if unmatched:
+        log.debug("%d image files in %s match no prediction", len(unmatched), image_dir)
+    return {case: paths[0] for case, paths in matched.items()}
+
+
+def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
+                     class_values: Mapping[str, int] | None = None,
+                     out_dir: str | os.PathLike | None = None,
+                     overlay_dir: str | os.PathLike | None = None,
+                     image_dir: str | os.PathLike | None = None,
+                     num_overlay_slices: int = 3) -> dict:
+    """Dice, HD95 and ASSD of every prediction in ``pred_dir`` against ``gt_dir``.
+
+    Args:
+        gt_dir: folder of ground-truth label maps ``(X, Y, Z)``.
+        pred_dir: folder of predicted label maps, one ``{case}.nii.gz`` per case, same grid.
+        class_values: class name -> on-disk label value. Default: every nonzero value found in
+            the ground truth, named ``class_{value}``.
+        out_dir: if given, ``summary.json`` and ``summary.md`` are written there.
+        overlay_dir: if given (with ``image_dir``), overlay PNGs per case are written there.
+        image_dir: folder of the images, matched to cases like the ground truth.
+        num_overlay_slices: slices per case in the overlays.
+
+    Returns:
+        ``{"cases": {case: {class: {metric: value}}}, "mean"/"std": {class: {metric: value}},
+        "overall": {"mean"/"std": {metric: value}}, "mean_foreground_dice": float,
+        "classes": {name: value}, "num_cases": int, "flagged": [{case, class, reason}],
+        "definitions": str, ...}``. Distances are in mm.
+
+    Raises:
+        DataError: files without partners, unreadable files, or a prediction (or image) whose
+            shape or affine differs from its ground truth. The message names the file.
+        ConfigError: invalid options.
+    """
+    classes = _check_options(class_values, overlay_dir, image_dir, num_overlay_slices)
+    pairs = pair_predictions(gt_dir, pred_dir)
+    if classes is None:
+        classes = _classes_from_gt([gt for _, _, gt in pairs])
+    images = _case_images(Path(image_dir), [c for c, _, _ in pairs]) if image_dir else {}
+    foreground = [n for n, v in classes.items() if v != BACKGROUND_VALUE]
+
+    cases: dict[str, dict[str, dict[str, float]]] = {}
+    flagged: list[dict[str, str]] = []
+    overlays: dict[str, list[str]] = {}
+    for case, pred_path, gt_path in pairs:
+        gt = load_nifti(gt_path, kind="label")
+        pred = load_nifti(pred_path, kind="label")
+        check_same_geometry(gt, pred)
+        cases[case] = case_metrics(pred.data, gt.data, classes, gt.spacing, case_id=case)
+        flagged += [{"case": case, "class": name, "reason": reason}
+                    for name, reason in empty_mask_flags(pred.data, gt.data, classes).items()]
+        log.info("case %s: Dice %s", case,
+                 ", ".join(f"{n} {cases[case][n]['dice']:.{DICE_DECIMALS}f}" for n in classes))
+        if overlay_dir is not None:
+            if case not in images:
+                log.warning("case %s: no image in %s; overlay skipped", case, image_dir)
+                continue
+            image = load_nifti(images[case], kind="image")
+            check_same_geometry(gt, image)
+            paths = save_overlays(image.data, pred.data, gt.data, overlay_dir, case, classes,
+                                  num_slices=num_overlay_slices)
+            overlays[case] = [p.name for p in paths]
+
+    mean, std = {}, {}
+    for name in classes:
+        mean[name], std[name] = _stats([cases[c][name] for c in cases])
+    per_case_fg = [{m: float(np.mean([cases[c][n][m] for n in foreground])) for m in METRIC_NAMES}
+                   for c in cases]
+    overall_mean, overall_std = _stats(per_case_fg)
+    summary = {
+        "gt_dir": str(gt_dir), "pred_dir": str(pred_dir),
+        "classes": dict(classes), "num_cases": len(cases),
+        "mean": mean, "std": std,
+        "overall": {"mean": overall_mean, "std": overall_std},
+        "mean_foreground_dice": overall_mean["dice"],
+        "flagged": flagged, "cases": cases,
+        "definitions": f"{DEFINITIONS} {AGGREGATION}",
+    }
+    if overlays:
+        summary["overlays"] = overlays
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        atomic_write_text(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(out_dir / SUMMARY_MD, format_markdown(summary))
+        log.info("wrote %s and %s to %s", SUMMARY_JSON, SUMMARY_MD, out_dir)
+    return summary
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _row(cells: list[object]) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[object]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+
+
+def _pm(mean: Mapping[str, float], std: Mapping[str, float], metric: str) -> str:
+    d = _DECIMALS[metric]
+    return f"{mean[metric]:.{d}f} ± {std[metric]:.{d}f}"
+
+
+def format_markdown(summary: Mapping) -> str:
+    """Markdown report of a summary from :func:`evaluate_folders` (or its ``summary.json``).
+
+    A table of mean ± std per class and overall, a per-case table, the cases penalised by the
+    empty-mask rule, and the metric definitions.
+    """
+    classes = list(summary["classes"])
+    lines = [f"# Segmentation evaluation ({summary['num_cases']} cases)", ""]
+    rows = [[name, *(_pm(summary["mean"][name], summary["std"][name], m) for m in METRIC_NAMES)]
+            for name in classes]
+    overall = summary["overall"]
+    rows.append(["**Mean (foreground)**",
+                 *(_pm(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
+    lines += _table(["Class", *(_HEADERS[m] for m in METRIC_NAMES)], rows)
+
+    lines += ["", "## Per case", ""]
+    header = ["Case", *(f"{n} {_HEADERS[m]}" for n in classes for m in METRIC_NAMES)]
+    rows = [[case, *(f"{res[n][m]:.{_DECIMALS[m]}f}" for n in classes for m in METRIC_NAMES)]
+            for case, res in summary["cases"].items()]
+    lines += _table(header, rows)
+
+    if summary.get("flagged"):
+        lines += ["", "## Empty-mask penalties", "",
+                  "Dice 0 and HD95 = ASSD = volume diagonal for:", ""]
+        lines += [f"- {f['case']} / {f['class']}: {f['reason']}" for f in summary["flagged"]]
+    lines += ["", "## Definitions", "", summary["definitions"], ""]
+    return "\n".join(lines)
