@@ -1,0 +1,157 @@
+"""Segmentation losses on logits and class-index label maps with an ignore value.
+
+Label maps are ``(B, H, W)`` integer tensors holding class indices ``0..K-1`` and
+``ignore_index`` for unlabelled pixels (see :mod:`medcl.labels`); predictions are
+``(B, K, H, W)`` **logits**.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import ConfigError
+
+DEFAULT_SMOOTH = 1e-5
+CLASS_DIM = 1
+BACKGROUND = 0
+
+
+def check_labels(labels: Tensor, num_classes: int, ignore_index: int | None) -> None:
+    """Raise ``ValueError`` unless ``labels`` is an integer tensor with values in
+    ``[0, num_classes)`` or equal to ``ignore_index``."""
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor of class indices, got {labels.dtype}")
+    if ignore_index is not None and 0 <= ignore_index < num_classes:
+        raise ValueError(f"ignore_index={ignore_index} collides with a class index "
+                         f"(num_classes={num_classes}); it must be outside [0, {num_classes})")
+    bad = (labels < 0) | (labels >= num_classes)
+    if ignore_index is not None:
+        bad &= labels != ignore_index
+    if bool(bad.any()):
+        value = int(labels[bad][0])
+        valid = f"[0, {num_classes})" + ("" if ignore_index is None else f" or {ignore_index}")
+        raise ValueError(f"label value {value} is not a class index {valid}")
+
+
+def _check_pair(logits: Tensor, labels: Tensor) -> None:
+    if logits.dim() != 4:
+        raise ValueError(f"expected logits (B, K, H, W), got shape {tuple(logits.shape)}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(f"expected labels (B, H, W) = {expected} to match logits "
+                         f"{tuple(logits.shape)}, got {tuple(labels.shape)}")
+
+
+def one_hot(labels: Tensor, num_classes: int, ignore_index: int | None = None) -> Tensor:
+    """One-hot encode a label map.
+
+    Args:
+        labels: ``(B, H, W)`` integer class indices (``ignore_index`` where unlabelled).
+        num_classes: ``K``.
+        ignore_index: value of unlabelled pixels, or ``None`` if every pixel is labelled.
+
+    Returns:
+        ``(B, K, H, W)`` float tensor; all-zero vectors at ignored pixels.
+
+    Raises:
+        ValueError: naming the offending value if a label is out of range.
+    """
+    check_labels(labels, num_classes, ignore_index)
+    labels = labels.long()
+    if ignore_index is None:
+        return F.one_hot(labels, num_classes).movedim(-1, CLASS_DIM).float()
+    ignored = labels == ignore_index
+    encoded = F.one_hot(labels.masked_fill(ignored, BACKGROUND), num_classes)
+    encoded = encoded.masked_fill(ignored.unsqueeze(-1), 0)
+    return encoded.movedim(-1, CLASS_DIM).float()
+
+
+class PartialCrossEntropy(nn.Module):
+    """Cross-entropy averaged over the labelled pixels only (partial CE for scribbles).
+
+    ``forward(logits (B, K, H, W), labels (B, H, W) long) -> scalar``. Ignored pixels contribute
+    neither to the loss nor to the gradient. With no labelled pixel the loss is ``0`` and still
+    attached to the graph, so ``.backward()`` works and gives zero gradients.
+    """
+
+    def __init__(self, ignore_index: int) -> None:
+        super().__init__()
+        self.ignore_index = int(ignore_index)
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        _check_pair(logits, labels)
+        check_labels(labels, logits.shape[CLASS_DIM], self.ignore_index)
+        labels = labels.long()
+        total = F.cross_entropy(logits, labels, ignore_index=self.ignore_index, reduction="sum")
+        count = (labels != self.ignore_index).sum().clamp(min=1)
+        return total / count
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice loss ``1 - mean_k dice_k`` on softmax probabilities.
+
+    Dice of class ``k`` is computed over the whole batch:
+    ``(2 sum p_k y_k + smooth) / (sum p_k + sum y_k + smooth)``, where the sums run over the
+    non-ignored pixels (every pixel when ``ignore_index`` is ``None``).
+
+    Args:
+        ignore_index: value of unlabelled pixels, or ``None``.
+        include_background: whether class 0 takes part in the mean.
+        smooth: added to numerator and denominator; a class absent from both the prediction and
+            the labels then has a Dice of 1.
+        softmax: apply softmax to the input (``True``: input is logits; ``False``: input is
+            already probabilities).
+
+    ``forward(logits (B, K, H, W), labels (B, H, W) long) -> scalar``.
+    """
+
+    def __init__(self, ignore_index: int | None = None, include_background: bool = False,
+                 smooth: float = DEFAULT_SMOOTH, softmax: bool = True) -> None:
+        super().__init__()
+        if smooth < 0:
+            raise ConfigError(f"smooth must be >= 0, got {smooth}")
+        self.ignore_index = ignore_index
+        self.include_background = include_background
+        self.smooth = float(smooth)
+        self.softmax = softmax
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        _check_pair(logits, labels)
+        num_classes = logits.shape[CLASS_DIM]
+        if not self.include_background and num_classes < 2:
+            raise ValueError("include_background=False needs at least 2 classes, got 1")
+        probs = logits.softmax(CLASS_DIM) if self.softmax else logits
+        target = one_hot(labels, num_classes, self.ignore_index).to(probs.dtype)
+        if self.ignore_index is not None:
+            probs = probs * (labels != self.ignore_index).unsqueeze(CLASS_DIM).to(probs.dtype)
+        dims = (0, 2, 3)
+        intersection = (probs * target).sum(dims)
+        denominator = probs.sum(dims) + target.sum(dims)
+        dice = (2 * intersection + self.smooth) / (denominator + self.smooth)
+        if not self.include_background:
+            dice = dice[BACKGROUND + 1:]
+        return 1 - dice.mean()
+
+
+class SupervisedLoss(nn.Module):
+    """``CE + dice_weight * Dice`` for fully-supervised training (Dice without background).
+
+    Both terms skip pixels labelled ``ignore_index``.
+    ``forward(logits (B, K, H, W), labels (B, H, W) long) -> scalar``.
+    """
+
+    def __init__(self, ignore_index: int, dice_weight: float = 1.0) -> None:
+        super().__init__()
+        if dice_weight < 0:
+            raise ConfigError(f"dice_weight must be >= 0, got {dice_weight}")
+        self.dice_weight = float(dice_weight)
+        self.ce = PartialCrossEntropy(ignore_index)
+        self.dice = DiceLoss(ignore_index=ignore_index, include_background=False)
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        loss = self.ce(logits, labels)
+        if self.dice_weight > 0:
+            loss = loss + self.dice_weight * self.dice(logits, labels)
+        return loss
