@@ -50,13 +50,13 @@ def test_summary_numbers_by_hand(folders, tmp_path):
     assert summary["num_cases"] == 2
     cases = summary["cases"]
     assert cases["subject1_DE"]["class_1"] == {"dice": 1.0, "hd95": 0.0, "assd": 0.0}
-    # directed distances [0, 5] both ways: p95 = 0.95 * 5, mean = 10 / 4
+    # directed distances [0, 5] both ways: pooled [0, 0, 5, 5], p95 at 2.85 -> 5; assd (2.5 + 2.5) / 2
     assert cases["subject1_DE"]["class_2"] == pytest.approx(
-        {"dice": 0.5, "hd95": 4.75, "assd": 2.5})
+        {"dice": 0.5, "hd95": 5.0, "assd": 2.5})
     assert cases["subject2_DE"]["class_2"] == pytest.approx(
         {"dice": 0.0, "hd95": DIAGONAL, "assd": DIAGONAL})
     assert summary["mean"]["class_2"] == pytest.approx(
-        {"dice": 0.25, "hd95": (4.75 + DIAGONAL) / 2, "assd": (2.5 + DIAGONAL) / 2})
+        {"dice": 0.25, "hd95": (5.0 + DIAGONAL) / 2, "assd": (2.5 + DIAGONAL) / 2})
     assert summary["std"]["class_2"]["dice"] == pytest.approx(0.25)
     assert summary["std"]["class_1"] == {"dice": 0.0, "hd95": 0.0, "assd": 0.0}
     # per case foreground Dice 0.75 and 0.5

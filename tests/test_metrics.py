@@ -34,13 +34,13 @@ def test_shifted_lines_anisotropic_spacing():
     to_gt, to_pred = surface_distances(pred, gt, (2.0, 1.0, 1.0))
     np.testing.assert_allclose(np.sort(to_gt), [0, 0, 2])
     np.testing.assert_allclose(np.sort(to_pred), [0, 0, 2])
-    # p95 of [0, 0, 2] with linear interpolation: position 1.9 -> 0 + 0.9 * 2
-    assert hd95(pred, gt, (2.0, 1.0, 1.0)) == pytest.approx(1.8)
+    # pooled [0, 0, 0, 0, 2, 2]: p95 at position 4.75, between two 2s
+    assert hd95(pred, gt, (2.0, 1.0, 1.0)) == pytest.approx(2.0)
     assert assd(pred, gt, (2.0, 1.0, 1.0)) == pytest.approx(4 / 6)
     # spacing is per axis: the same value on the Z axis does not affect a shift along X
-    assert hd95(pred, gt, (1.0, 1.0, 2.0)) == pytest.approx(0.9)
+    assert hd95(pred, gt, (1.0, 1.0, 2.0)) == pytest.approx(1.0)
     # spacing across the shift plays no role for lines on the same row
-    assert hd95(pred, gt, (2.0, 7.0, 3.0)) == pytest.approx(1.8)
+    assert hd95(pred, gt, (2.0, 7.0, 3.0)) == pytest.approx(2.0)
 
 
 def test_spacing_scales_distances():
@@ -63,13 +63,14 @@ def test_surface_is_face_connected_and_border_counts_as_outside():
 
 
 def test_conventions_pinned_on_asymmetric_sets():
-    """Directed p95 maximum and concatenated mean (not medpy's pooled p95 / mean of means)."""
+    """medpy's conventions: pooled p95 and the mean of the two directed means."""
     pred, gt = np.zeros((20, 3, 3), bool), np.zeros((20, 3, 3), bool)
     pred[0:2, 1, 1] = True  # distances to gt: [0, 0]
     gt[:, 1, 1] = True      # distances to pred: [0, 0, 1, 2, ..., 18]
-    # p95 of the 20 gt distances: position 18.05 between 17 and 18
-    assert hd95(pred, gt, (1, 1, 1)) == pytest.approx(17.05)
-    assert assd(pred, gt, (1, 1, 1)) == pytest.approx(sum(range(19)) / 22)
+    # pooled 22 distances, sorted 0,0,0,0,1,...,18: p95 at position 19.95, between 16 and 17
+    assert hd95(pred, gt, (1, 1, 1)) == pytest.approx(16.95)
+    # directed means 0 and 171 / 20
+    assert assd(pred, gt, (1, 1, 1)) == pytest.approx((0 + sum(range(19)) / 20) / 2)
 
 
 def test_point_inside_cube():
@@ -77,7 +78,8 @@ def test_point_inside_cube():
     pred[2, 2, 2] = True
     gt[1:4, 1:4, 1:4] = True
     # gt surface: 6 face centres at 1, 12 edge centres at sqrt 2, 8 corners at sqrt 3
-    expected = (1 + 6 + 12 * math.sqrt(2) + 8 * math.sqrt(3)) / 27
+    # directed means: pred -> gt is 1 (one voxel), gt -> pred averages the 26 surface voxels
+    expected = (1 + (6 + 12 * math.sqrt(2) + 8 * math.sqrt(3)) / 26) / 2
     assert assd(pred, gt, (1, 1, 1)) == pytest.approx(expected)
     assert hd95(pred, gt, (1, 1, 1)) == pytest.approx(math.sqrt(3))
 
@@ -109,7 +111,7 @@ def test_case_metrics_per_class_and_flags(caplog):
     classes = {"Myo": 200, "LV": 500, "RV": 600, "scar": 700}
     res = case_metrics(pred_labels, gt_labels, classes, (2.0, 1.0, 1.0), case_id="s1")
     diagonal = volume_diagonal((10, 5, 5), (2.0, 1.0, 1.0))
-    assert res["Myo"] == pytest.approx({"dice": 2 / 3, "hd95": 1.8, "assd": 2 / 3})
+    assert res["Myo"] == pytest.approx({"dice": 2 / 3, "hd95": 2.0, "assd": 2 / 3})
     assert res["LV"] == pytest.approx({"dice": 0.0, "hd95": diagonal, "assd": diagonal})
     assert res["RV"] == pytest.approx({"dice": 0.0, "hd95": diagonal, "assd": diagonal})
     assert res["scar"] == {"dice": 1.0, "hd95": 0.0, "assd": 0.0}

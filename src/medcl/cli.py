@@ -1,0 +1,231 @@
+"""The ``medcl`` command line: thin argparse faces over importable functions.
+
+Errors raised on purpose (:class:`~medcl.errors.MedclError`) become one line on stderr and exit
+code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .config import TrainConfig, field_type
+from .errors import MedclError
+
+log = logging.getLogger("medcl")
+EXIT_USAGE = 2
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`TrainConfig` field; unset flags are absent from the namespace."""
+    group = parser.add_argument_group("training configuration")
+    for f in dataclasses.fields(TrainConfig):
+        base, _optional, is_list = field_type(f)
+        kw = {"default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
+        if f.default not in (None, "") and f.default is not dataclasses.MISSING:
+            kw["help"] += f" (default: {f.default})"
+        if base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = base
+            if is_list:
+                kw["nargs"] = "+"
+            if f.metadata.get("choices"):
+                kw["choices"] = f.metadata["choices"]
+        group.add_argument(_flag(f.name), dest=f.name, **kw)
+
+
+def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    base = TrainConfig.from_file(args.config).to_dict() if args.config else {}
+    return TrainConfig.from_dict({**base, **given}), given
+
+
+class _ProgressBar:
+    """tqdm bar fed by the training callback."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def __call__(self, record: dict) -> None:
+        if record["event"] == "step":
+            self.bar.n = record["step"]
+            post = {"loss": f"{record['loss']:.4f}", "sl/s": f"{record['slices_per_s']:.1f}",
+                    "lr": f"{record['lr']:.2e}"}
+            if record.get("budget"):
+                post["budget_left"] = f"{max(record['budget'] - record['elapsed'], 0) / 60:.1f}min"
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.refresh()
+        elif record["event"] == "val" and record["mean_dice"] is not None:
+            dice = ", ".join(f"{k} {v:.3f}" for k, v in record["dice"].items())
+            self.bar.write(f"step {record['step']}: validation mean Dice "
+                           f"{record['mean_dice']:.4f} ({dice})")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import resume_config, train
+
+    if args.resume:
+        _, given = _config_from_args(argparse.Namespace(**{**vars(args), "config": None}))
+        cfg = resume_config(args.out, given)
+    else:
+        cfg, _ = _config_from_args(args)
+        if not cfg.data:
+            raise MedclError("--data is required (dataset folder)")
+    bar = _ProgressBar(cfg.iterations)
+    try:
+        result = train(cfg, args.out, resume=args.resume, callback=bar)
+    finally:
+        bar.close()
+    best = result["best"]
+    print(f"trained {result['step']} steps in {result['elapsed_seconds'] / 60:.1f} min; "
+          f"best validation mean Dice {best:.4f} at step {result['best_step']}" if best is not None
+          else f"trained {result['step']} steps (no validation split)")
+    print(f"run folder: {args.out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .inference import Predictor, predict_path
+
+    predictor = Predictor.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
+                                   flip_tta=args.tta)
+    with tqdm(unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
+        written = predict_path(args.input, args.output, predictor, save_probs=args.save_probs,
+                               largest_component=args.largest_component,
+                               overwrite=args.overwrite, overlay_slices=args.overlays,
+                               progress=lambda case: bar.update(1))
+    print(f"wrote {len(written)} predictions to {args.output}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_folders, format_markdown
+    from .labels import LabelSpec
+
+    class_values = None
+    if args.labels:
+        spec = LabelSpec.from_file(args.labels)
+        class_values = dict(zip(spec.foreground_names, spec.label_values[1:]))
+    out = Path(args.output or args.pred_dir)
+    summary = evaluate_folders(args.gt_dir, args.pred_dir, class_values=class_values,
+                               out_dir=out, image_dir=args.images,
+                               overlay_dir=out / "overlays" if args.images and args.overlays else None,
+                               num_overlay_slices=args.overlays)
+    print(format_markdown(summary))
+    print(f"summary written to {out / 'summary.json'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    bar_holder: dict = {}
+
+    def callback(record: dict) -> None:
+        if "bar" not in bar_holder and record["event"] == "step":
+            bar_holder["bar"] = _ProgressBar(record["total"])
+        if "bar" in bar_holder:
+            bar_holder["bar"](record)
+
+    try:
+        summary = run_demo(args.out, data=args.data, labels=args.labels, minutes=args.minutes,
+                           device=args.device, overwrite=args.overwrite, callback=callback)
+    finally:
+        if "bar" in bar_holder:
+            bar_holder["bar"].close()
+    from .evaluation import format_markdown
+
+    print(format_markdown(summary))
+    print(f"demo outputs in {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medcl", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"medcl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a segmentation network from scribbles")
+    p.add_argument("--out", required=True, help="run folder (config, metrics, checkpoints)")
+    p.add_argument("--config", help="JSON file of training options (flags override it)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment NIfTI volumes with a trained run")
+    p.add_argument("-i", "--input", required=True, help="NIfTI file or folder")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-m", "--model", required=True, help="run folder written by 'medcl train'")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--save-probs", action="store_true", help="also write {case}_probs.nii.gz")
+    p.add_argument("--largest-component", action="store_true",
+                   help="keep the largest 3D connected component of each class")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--overlays", type=int, default=0, metavar="N",
+                   help="write N overlay PNGs per case into OUTPUT/overlays")
+    p.add_argument("--overwrite", action="store_true", help="replace existing predictions")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="Dice, HD95 and ASSD of predictions against labels")
+    p.add_argument("gt_dir", help="folder of ground-truth label maps")
+    p.add_argument("pred_dir", help="folder of predictions ({case}.nii.gz)")
+    p.add_argument("-o", "--output", help="folder for summary.json/summary.md (default: PRED_DIR)")
+    p.add_argument("--labels", help="label definition JSON (class names)")
+    p.add_argument("--images", help="image folder, for overlay PNGs")
+    p.add_argument("--overlays", type=int, default=3, metavar="N",
+                   help="overlay PNGs per case when --images is given")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="generate data, train, predict and evaluate in minutes")
+    p.add_argument("--out", default="demo_run", help="output folder (default: demo_run)")
+    p.add_argument("--data", help="run on this dataset instead of generated data")
+    p.add_argument("--labels", help="label definition JSON for --data")
+    p.add_argument("--minutes", type=float, default=2.0, help="training budget (default: 2)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            return args.func(args)
+    except MedclError as exc:
+        print(f"medcl {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
