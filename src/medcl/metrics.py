@@ -49,8 +49,8 @@ GT_EMPTY = "ground truth empty"
 DEFINITIONS = (
     "Dice = 2|P&G|/(|P|+|G|). Surface = mask voxels with a 6-connected neighbour outside the mask "
     "(array border counts as outside). Distances in mm between surface voxels, spacing-aware. "
-    "HD95 = max of the 95th percentiles of the two directed surface-distance sets. "
-    "ASSD = mean of both directed distance sets concatenated. Empty masks: both empty -> Dice 1, "
+    "HD95 = 95th percentile of the pooled directed surface distances (medpy). "
+    "ASSD = mean of the two directed mean surface distances (medpy). Empty masks: both empty -> Dice 1, "
     "HD95 0, ASSD 0; exactly one empty -> Dice 0, HD95 = ASSD = volume diagonal in mm "
     "(worst-case penalty, flagged)."
 )
