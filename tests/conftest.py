@@ -38,3 +38,23 @@ def mscmr_root() -> Path:
         pytest.skip(f"real MSCMR data not found at {root} (set {REAL_DATA_ENV} to the folder "
                     "that holds MSCMR_dataset/)")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A small generated dataset (MSCMR layout): 4 scribbled train, 1 val, 2 test volumes."""
+    from medcl.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("data") / "synth"
+    return generate_dataset(root, num_train=4, num_val=1, num_test=2, shape=(64, 64, 4), seed=3)
+
+
+def tiny_config(data: Path, **overrides):
+    """A training configuration that runs in a second or two on the tiny dataset."""
+    from medcl.config import TrainConfig
+
+    base = dict(data=str(data), crop_size=32, batch_size=2, iterations=6, val_interval=3,
+                log_interval=1, widths=[4, 8, 16], warmup_steps=2, num_threads=1,
+                device="cpu", infer_batch_size=4)
+    base.update(overrides)
+    return TrainConfig(**base)

@@ -52,29 +52,45 @@ def _config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
 
 
 class _ProgressBar:
-    """tqdm bar fed by the training callback."""
+    """tqdm bar fed by the training callback.
 
-    def __init__(self, total: int) -> None:
+    It counts steps, or seconds when the run has a wall-clock budget (whichever limit a
+    run stops at is what its ETA should follow, and with a budget that is the time).
+    """
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def _open(self, record: dict) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr)
+        by_time = bool(record.get("budget"))
+        total = int(record["budget"]) if by_time else record["total"]
+        self.by_time = by_time
+        self.bar = tqdm(total=total, unit="s" if by_time else "step", dynamic_ncols=True,
+                        file=sys.stderr)
 
     def __call__(self, record: dict) -> None:
         if record["event"] == "step":
-            self.bar.n = record["step"]
-            post = {"loss": f"{record['loss']:.4f}", "sl/s": f"{record['slices_per_s']:.1f}",
-                    "lr": f"{record['lr']:.2e}"}
-            if record.get("budget"):
-                post["budget_left"] = f"{max(record['budget'] - record['elapsed'], 0) / 60:.1f}min"
+            if self.bar is None:
+                self._open(record)
+            self.bar.n = min(int(record["elapsed"]), self.bar.total) if self.by_time else record["step"]
+            post = {"step": record["step"], "loss": f"{record['loss']:.4f}",
+                    "sl/s": f"{record['slices_per_s']:.1f}", "lr": f"{record['lr']:.2e}"}
             self.bar.set_postfix(post, refresh=False)
             self.bar.refresh()
         elif record["event"] == "val" and record["mean_dice"] is not None:
             dice = ", ".join(f"{k} {v:.3f}" for k, v in record["dice"].items())
-            self.bar.write(f"step {record['step']}: validation mean Dice "
-                           f"{record['mean_dice']:.4f} ({dice})")
+            message = (f"step {record['step']}: validation mean Dice {record['mean_dice']:.4f} "
+                       f"({dice})")
+            if self.bar is not None:
+                self.bar.write(message)
+            else:
+                log.info(message)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -87,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, _ = _config_from_args(args)
         if not cfg.data:
             raise MedclError("--data is required (dataset folder)")
-    bar = _ProgressBar(cfg.iterations)
+    bar = _ProgressBar()
     try:
         result = train(cfg, args.out, resume=args.resume, callback=bar)
     finally:
@@ -137,20 +153,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    bar_holder: dict = {}
-
-    def callback(record: dict) -> None:
-        if "bar" not in bar_holder and record["event"] == "step":
-            bar_holder["bar"] = _ProgressBar(record["total"])
-        if "bar" in bar_holder:
-            bar_holder["bar"](record)
-
+    bar = _ProgressBar()
     try:
         summary = run_demo(args.out, data=args.data, labels=args.labels, minutes=args.minutes,
-                           device=args.device, overwrite=args.overwrite, callback=callback)
+                           device=args.device, overwrite=args.overwrite, callback=bar)
     finally:
-        if "bar" in bar_holder:
-            bar_holder["bar"].close()
+        bar.close()
     from .evaluation import format_markdown
 
     print(format_markdown(summary))
@@ -220,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with logging_redirect_tqdm():
             return args.func(args)
     except MedclError as exc:
-        print(f"medcl {args.command}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the wrapped library said
+        print(f"medcl {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

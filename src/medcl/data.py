@@ -18,6 +18,7 @@ from .errors import ConfigError, DataError
 from .io import Volume, check_same_geometry, load_image, load_nifti
 from .labels import LabelSpec
 from .preprocessing import PreprocessConfig, image_to_slices, labels_to_slices
+from .transforms import random_crop
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,6 @@ class SliceSampler:
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A batch: ``image (B, C, h, w)`` float, ``labels (B, h, w)`` long, ``tags (B, K)``."""
-        from .transforms import random_crop
-
         picks = torch.randint(len(self.index), (batch_size,), generator=self.generator)
         images, labels, tags = [], [], []
         for ci, z in self.index[picks].tolist():

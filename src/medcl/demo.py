@@ -40,6 +40,9 @@ def run_demo(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = Non
              overwrite: bool = False, callback: Callable[[dict], None] | None = None) -> dict:
     """Train on generated (or the given) data for ``minutes``, predict the test split, evaluate.
 
+    Predictions keep the largest connected component of each class (``--largest-component`` of
+    ``medcl predict``).
+
     Returns the evaluation summary (see :func:`medcl.evaluation.evaluate_folders`).
     """
     out = Path(out_dir)
@@ -61,7 +64,7 @@ def run_demo(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = Non
         raise DataError(f"{data}: no labelled test or validation split to evaluate on")
     image_dir, label_dir = cases[0].image_paths[0].parent, cases[0].label_path.parent
     predictor = Predictor.from_run(out / "run", device=device)
-    predict_path(image_dir, out / "predictions", predictor)
+    predict_path(image_dir, out / "predictions", predictor, largest_component=True)
     spec = dataset.spec
     values = dict(zip(spec.foreground_names, spec.label_values[1:]))
     return evaluate_folders(label_dir, out / "predictions", class_values=values,

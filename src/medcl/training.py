@@ -238,12 +238,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         state["last_val"] = result
         record = {"event": "val", "step": state["step"], "elapsed": state["elapsed_seconds"],
                   "mean_dice": score, "dice": result and result["dice"]}
-        metrics_log.write(record)
-        emit(record)
         if score is None or state["best"] is None or score > state["best"]:
             state["best"], state["best_step"] = score, state["step"]
             save("best")
         save("last")
+        metrics_log.write(record)
+        emit(record)
 
     model.train()
     start = time.monotonic() - state["elapsed_seconds"]
