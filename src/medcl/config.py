@@ -32,8 +32,9 @@ class TrainConfig:
     num_scribbled: int | None = _opt(None, "keep scribbles of the first N training cases "
                                      "(sorted ids); the rest are unlabelled with class tags")
     scribbled_cases: list[str] | None = _opt(None, "explicit case ids whose scribbles are kept")
-    supervision: str = _opt("scribble", "scribble: partial CE on labelled pixels; dense: CE + "
-                            "Dice on dense labels (upper bound)", choices=SUPERVISIONS)
+    supervision: str = _opt("scribble", "scribble: partial CE on labelled pixels; dense: CE "
+                            "(+ Dice with --dice-weight) on dense labels, the upper bound",
+                            choices=SUPERVISIONS)
     target_spacing: float | None = _opt(None, "in-plane spacing in mm to resample to "
                                         "(default: median of the training cases)")
     normalization: str = _opt("zscore", "per-volume intensity normalisation",
@@ -49,7 +50,7 @@ class TrainConfig:
     model: str = _opt("unet", "model name from the registry")
     widths: list[int] | None = _opt(None, "UNet channel widths per level (default: the model's)")
     norm: str = _opt("batch", "normalisation layer", choices=("batch", "instance", "group", "none"))
-    dropout: float = _opt(0.0, "dropout probability in the UNet bottleneck")
+    dropout: float = _opt(0.0, "Dropout2d probability inside every UNet conv block")
     # losses
     dice_weight: float = _opt(0.0, "weight of a Dice term on labelled pixels (scribble) or all "
                               "pixels (dense)")
