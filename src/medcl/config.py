@@ -14,8 +14,25 @@ from pathlib import Path
 from .errors import ConfigError
 
 SUPERVISIONS = ("scribble", "dense")
+METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")
 LR_SCHEDULES = ("poly", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+
+
+_NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_weight": 0.0,
+             "global_weight": 0.0, "local_weight": 0.0, "intra_mix": False}
+_MIX = {"mix_pce_weight": 1.0, "mix_consistency_weight": 1.0, "intra_mix": True}
+_CLUSTER = {"global_weight": 1.0, "local_weight": 1.0}
+#: what each --method sets for the options left unset (None); docs/method.md explains the rows.
+METHOD_PRESETS: dict[str, dict] = {
+    "pce": {**_NO_MEDCL, "dice_weight": 0.0, "labelled_fraction": 1.0},
+    "mix": {**_NO_MEDCL, **_MIX, "dice_weight": 0.0, "labelled_fraction": 0.5},
+    "cluster": {**_NO_MEDCL, **_CLUSTER, "dice_weight": 0.0, "labelled_fraction": 0.5},
+    "mix_cluster": {**_NO_MEDCL, **_MIX, **_CLUSTER, "dice_weight": 0.0,
+                    "labelled_fraction": 0.5},
+    "medcl": {**_MIX, **_CLUSTER, "existence_weight": 1.0, "dice_weight": 1.0,
+              "labelled_fraction": 0.5},
+}
 
 
 def _opt(default, help: str, **kw):
@@ -51,9 +68,42 @@ class TrainConfig:
     widths: list[int] | None = _opt(None, "UNet channel widths per level (default: the model's)")
     norm: str = _opt("batch", "normalisation layer", choices=("batch", "instance", "group", "none"))
     dropout: float = _opt(0.0, "Dropout2d probability inside every UNet conv block")
-    # losses
-    dice_weight: float = _opt(0.0, "weight of a Dice term on labelled pixels (scribble) or all "
-                              "pixels (dense)")
+    # method and losses (None: the --method preset's value, see docs/method.md)
+    method: str = _opt("pce", "method preset: pce baseline, the ablation rows mix / cluster / "
+                       "mix_cluster, or the full medcl", choices=METHODS)
+    pce_weight: float = _opt(1.0, "weight of partial CE on the scribbled pixels")
+    dice_weight: float | None = _opt(None, "weight of a Dice term on labelled pixels (scribble) "
+                                     "or all pixels (dense)")
+    mix_pce_weight: float | None = _opt(None, "weight of partial CE on inter-mixed scribbles")
+    mix_consistency_weight: float | None = _opt(None, "weight of the consistency between "
+                                                "f(mix(x)) and mix(f(x))")
+    existence_weight: float | None = _opt(None, "weight of the class-tag existence loss")
+    global_weight: float | None = _opt(None, "weight of the global (batch) clustering loss")
+    local_weight: float | None = _opt(None, "weight of the local (two-view) clustering loss")
+    intra_mix: bool | None = _opt(None, "blend each view with a rotated copy outside a box "
+                                  "(off: views are plain rotations)")
+    intra_max_angle: float = _opt(30.0, "intra-mix rotation range in degrees (authors' code: 180)")
+    intra_box: str = _opt("roi", "intra-mix kept box: roi (scribbled foreground box, as the "
+                          "paper describes) or random (authors' code)", choices=("roi", "random"))
+    intra_box_min: float = _opt(0.9, "random box side, min fraction of the image side")
+    intra_box_max: float = _opt(1.0, "random box side, max fraction of the image side")
+    roi_margin: float = _opt(0.1, "margin added around the roi box, fraction of its size")
+    mix_beta: float = _opt(0.5, "Beta(b, b) parameter of all mixing weights")
+    inter_partner: str = _opt("reverse", "inter-mix partner: reverse batch or a shuffle",
+                              choices=("reverse", "shuffle"))
+    clustering: str = _opt("contrastive", "clustering form: contrastive (global centres + "
+                           "NT-Xent) or prototype (Sinkhorn prototypes)",
+                           choices=("contrastive", "prototype"))
+    head: str = _opt("pooled", "projection head: pooled (any size) or full (authors', tied to "
+                     "the crop size)", choices=("pooled", "full"))
+    head_grid: int = _opt(16, "pooled head layout side")
+    head_hidden: int = _opt(512, "projection head hidden width")
+    code_dim: int = _opt(128, "anatomy code dimension")
+    temperature: float = _opt(0.5, "NT-Xent temperature")
+    num_prototypes: int = _opt(128, "prototypes of the prototype clustering")
+    labelled_fraction: float | None = _opt(None, "share of each batch drawn from scribbled "
+                                           "slices when unlabelled slices are used "
+                                           "(default: 0.5 for methods that use them)")
     # optimisation
     batch_size: int = _opt(8, "slices per batch")
     lr: float = _opt(1e-3, "peak learning rate (AdamW)")
@@ -72,6 +122,11 @@ class TrainConfig:
     infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference")
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method={self.method!r} is not valid; choose from {', '.join(METHODS)}")
+        for name, value in METHOD_PRESETS[self.method].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -91,6 +146,14 @@ class TrainConfig:
             raise ConfigError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
         if not 0 <= self.flip_prob <= 1 or not 0 <= self.dropout < 1:
             raise ConfigError("flip_prob must be in [0, 1] and dropout in [0, 1)")
+        weights = [f.name for f in dataclasses.fields(self) if f.name.endswith("_weight")]
+        negative = [n for n in weights if getattr(self, n) < 0]
+        if negative:
+            raise ConfigError(f"loss weights must be >= 0: {negative}")
+        if self.supervision == "dense" and self.method != "pce":
+            raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
+        if self.labelled_fraction is not None and not 0 < self.labelled_fraction <= 1:
+            raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
         if self.num_scribbled is not None and self.scribbled_cases:
             raise ConfigError("give num_scribbled or scribbled_cases, not both")
 

@@ -117,37 +117,51 @@ class SliceSampler:
         cases: prepared training cases.
         crop_size: ``(h, w)`` of the crops; smaller slices are padded (image 0, labels ignore).
         ignore_index: label index of unlabelled pixels.
-        labelled_only: draw only slices that carry at least one labelled pixel.
+        labelled_fraction: share of each batch drawn from slices with at least one labelled
+            pixel; the rest comes from slices without any (unscribbled volumes). ``1.0`` uses
+            labelled slices only; without unlabelled slices every draw is labelled.
         generator: CPU generator that drives all sampling (saved in checkpoints).
     """
 
     def __init__(self, cases: Sequence[PreparedCase], *, crop_size: tuple[int, int],
-                 ignore_index: int, labelled_only: bool, generator: torch.Generator) -> None:
+                 ignore_index: int, labelled_fraction: float, generator: torch.Generator) -> None:
+        if not 0 < labelled_fraction <= 1:
+            raise ConfigError(f"labelled_fraction must be in (0, 1], got {labelled_fraction}")
         self.cases = list(cases)
         self.crop_size = tuple(crop_size)
         self.ignore_index = ignore_index
+        self.labelled_fraction = labelled_fraction
         self.generator = generator
-        index = []
+        pools: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
         for ci, case in enumerate(self.cases):
             for z in range(case.image.shape[0]):
                 has_label = case.labels is not None and bool(
                     (case.labels[z] != ignore_index).any())
-                if has_label or not labelled_only:
-                    index.append((ci, z))
-        if not index:
+                pools[has_label].append((ci, z))
+        if not pools[True]:
             raise DataError("no training slice carries a labelled pixel")
-        self.index = torch.tensor(index, dtype=torch.long)
-        self.in_channels = self.cases[0].image.shape[1]
-        log.info("sampler: %d slices from %d cases", len(self.index), len(self.cases))
+        self.labelled = torch.tensor(pools[True], dtype=torch.long)
+        self.unlabelled = torch.tensor(pools[False], dtype=torch.long).view(-1, 2)
+        log.info("sampler: %d labelled and %d unlabelled slices from %d cases",
+                 len(self.labelled), len(self.unlabelled), len(self.cases))
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.labelled) + (len(self.unlabelled) if self.labelled_fraction < 1 else 0)
+
+    def _draw(self, pool: torch.Tensor, n: int) -> torch.Tensor:
+        if n == 0:
+            return pool[:0]
+        return pool[torch.randint(len(pool), (n,), generator=self.generator)]
 
     def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
         """A batch: ``image (B, C, h, w)`` float, ``labels (B, h, w)`` long, ``tags (B, K)``."""
-        picks = torch.randint(len(self.index), (batch_size,), generator=self.generator)
+        n_unlabelled = 0
+        if len(self.unlabelled) and self.labelled_fraction < 1:
+            n_unlabelled = batch_size - max(1, round(self.labelled_fraction * batch_size))
+        picks = torch.cat([self._draw(self.labelled, batch_size - n_unlabelled),
+                           self._draw(self.unlabelled, n_unlabelled)])
         images, labels, tags = [], [], []
-        for ci, z in self.index[picks].tolist():
+        for ci, z in picks.tolist():
             case = self.cases[ci]
             lab = case.labels[z] if case.labels is not None else torch.full(
                 case.image.shape[-2:], self.ignore_index, dtype=torch.long)

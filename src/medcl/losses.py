@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from .errors import ConfigError
 
 DEFAULT_SMOOTH = 1e-5
+MIN_TARGET_MASS = 1e-6  # denominator floor of soft pCE; the numerator is exactly 0 without targets
 CLASS_DIM = 1
 BACKGROUND = 0
 
@@ -124,15 +125,88 @@ class DiceLoss(nn.Module):
             raise ValueError("include_background=False needs at least 2 classes, got 1")
         probs = logits.softmax(CLASS_DIM) if self.softmax else logits
         target = one_hot(labels, num_classes, self.ignore_index).to(probs.dtype)
+        weight = None
         if self.ignore_index is not None:
-            probs = probs * (labels != self.ignore_index).unsqueeze(CLASS_DIM).to(probs.dtype)
-        dims = (0, 2, 3)
-        intersection = (probs * target).sum(dims)
-        denominator = probs.sum(dims) + target.sum(dims)
-        dice = (2 * intersection + self.smooth) / (denominator + self.smooth)
-        if not self.include_background:
-            dice = dice[BACKGROUND + 1:]
-        return 1 - dice.mean()
+            weight = (labels != self.ignore_index).unsqueeze(CLASS_DIM).to(probs.dtype)
+        return soft_dice_loss(probs, target, weight, include_background=self.include_background,
+                              smooth=self.smooth)
+
+
+def soft_dice_loss(probs: Tensor, targets: Tensor, weight: Tensor | None = None, *,
+                   include_background: bool = False, smooth: float = DEFAULT_SMOOTH) -> Tensor:
+    """``1 - mean_k dice_k`` between probabilities and (soft) targets.
+
+    Args:
+        probs: ``(B, K, H, W)`` probabilities.
+        targets: ``(B, K, H, W)`` one-hot or soft targets.
+        weight: ``(B, 1, H, W)`` pixel weights (1 labelled, 0 unlabelled) or ``None`` (all 1).
+        include_background: whether class 0 takes part in the mean.
+        smooth: added to numerator and denominator.
+    """
+    if weight is not None:
+        probs = probs * weight
+        targets = targets * weight
+    dims = (0, 2, 3)
+    intersection = (probs * targets).sum(dims)
+    denominator = probs.sum(dims) + targets.sum(dims)
+    dice = (2 * intersection + smooth) / (denominator + smooth)
+    if not include_background:
+        dice = dice[BACKGROUND + 1:]
+    return 1 - dice.mean()
+
+
+def soft_partial_ce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Partial cross-entropy with soft targets: ``-sum(Y log P) / sum(Y)``.
+
+    Args:
+        logits: ``(B, K, H, W)`` logits.
+        targets: ``(B, K, H, W)`` non-negative soft targets, all-zero at unlabelled pixels (the
+            one-hot of a scribble map, or a mix of such maps).
+
+    Returns:
+        Scalar; 0 (attached to the graph) when no pixel carries target mass.
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
+    total = -(targets * logits.log_softmax(CLASS_DIM)).sum()
+    return total / targets.sum().clamp(min=MIN_TARGET_MASS)
+
+
+def existence_loss(probs: Tensor, tags: Tensor, *, eps: float = 1e-6) -> Tensor:
+    """Image-level class-tag loss ``-mean_pixels log sum_{c in S(x)} P_c``.
+
+    Pushes all probability mass onto the classes present in the image.
+
+    Args:
+        probs: ``(B, K, H, W)`` probabilities.
+        tags: ``(B, K)`` bool, class ``c`` present in sample ``b``. Samples without any tag are
+            skipped.
+
+    Returns:
+        Scalar; 0 when every sample's mass already lies on its present classes, or when no
+        sample has tags.
+    """
+    if tags.shape != probs.shape[:2]:
+        raise ValueError(f"tags {tuple(tags.shape)} do not match probs {tuple(probs.shape)}")
+    has_tags = tags.any(dim=1)
+    present = (probs * tags[:, :, None, None].to(probs.dtype)).sum(CLASS_DIM)
+    per_sample = -(present.clamp(min=eps).log()).flatten(1).mean(1)
+    if not bool(has_tags.any()):
+        return probs.sum() * 0
+    return per_sample[has_tags].mean()
+
+
+def mix_consistency_loss(mixed_probs: Tensor, probs_of_mix: Tensor, *, eps: float = 1e-8) -> Tensor:
+    """``1 - mean_{b,c} cos(vec(mix(P))_{b,c}, vec(P~)_{b,c})``, cosine over pixels.
+
+    Args:
+        mixed_probs: ``(B, K, H, W)`` the mix of the predictions, ``lam P_b + (1 - lam) P_pi(b)``.
+        probs_of_mix: ``(B, K, H, W)`` the prediction of the mixed images.
+    """
+    if mixed_probs.shape != probs_of_mix.shape:
+        raise ValueError(f"shapes differ: {tuple(mixed_probs.shape)} vs {tuple(probs_of_mix.shape)}")
+    cos = F.cosine_similarity(mixed_probs.flatten(2), probs_of_mix.flatten(2), dim=2, eps=eps)
+    return 1 - cos.mean()
 
 
 class SupervisedLoss(nn.Module):

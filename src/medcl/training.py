@@ -17,7 +17,6 @@ from typing import Callable
 
 import nibabel as nib
 import torch
-from torch import nn
 
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -27,7 +26,7 @@ from .errors import ConfigError, DataError, MedclError
 from .inference import Predictor
 from .io import atomic_write_text
 from .labels import LabelSpec
-from .losses import DiceLoss, PartialCrossEntropy, SupervisedLoss
+from .methods import build_objective
 from .metrics import dice
 from .models import build_model
 from .preprocessing import PreprocessConfig
@@ -87,39 +86,6 @@ def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
     return TrainingData(spec, train_cases, val_cases, preprocess), cfg
 
 
-class Objective(nn.Module):
-    """The supervised loss of a batch.
-
-    ``scribble``: partial cross-entropy on labelled pixels (+ ``dice_weight`` x Dice on them);
-    ``dense``: cross-entropy + ``dice_weight`` x Dice on every pixel (the fully supervised bound).
-    """
-
-    def __init__(self, *, supervision: str, ignore_index: int, dice_weight: float) -> None:
-        super().__init__()
-        self.supervision = supervision
-        self.dice_weight = dice_weight
-        if supervision == "dense":
-            self.loss = SupervisedLoss(ignore_index=ignore_index, dice_weight=dice_weight)
-        else:
-            self.pce = PartialCrossEntropy(ignore_index=ignore_index)
-            self.dice = DiceLoss(ignore_index=ignore_index)
-
-    def forward(self, logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """``logits (B, K, H, W)``, ``batch["labels"] (B, H, W)`` -> total loss and its terms."""
-        if self.supervision == "dense":
-            loss = self.loss(logits, batch["labels"])
-            return loss, {"loss": loss.item()}
-        pce = self.pce(logits, batch["labels"])
-        terms = {"pce": pce.item()}
-        loss = pce
-        if self.dice_weight:
-            dice_term = self.dice(logits, batch["labels"])
-            terms["dice"] = dice_term.item()
-            loss = loss + self.dice_weight * dice_term
-        terms["loss"] = loss.item()
-        return loss, terms
-
-
 def validate(predictor: Predictor, cases: list[PreparedCase]) -> dict:
     """3D per-volume Dice of each foreground class, averaged over ``cases``.
 
@@ -169,7 +135,7 @@ class _MetricsLog:
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
           callback: Callable[[dict], None] | None = None) -> dict:
-    """Train a model and write ``run_dir/{config.json, metrics.jsonl, checkpoints/}``.
+    """Train a model with ``cfg.method``'s objective and write ``run_dir/{config.json, metrics.jsonl, checkpoints/}``.
 
     Args:
         cfg: the configuration (for ``resume``, see :func:`resume_config`).
@@ -193,25 +159,27 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     spec = data.spec
     kwargs = model_kwargs(cfg, spec)
     model = build_model(**kwargs).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    objective = build_objective(cfg, num_classes=spec.num_classes,
+                                ignore_index=spec.ignore_index).to(device)
+    params = list(model.parameters()) + list(objective.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     max_seconds = cfg.max_minutes * 60 if cfg.max_minutes else None
     schedule = LRSchedule(optimizer, kind=cfg.lr_schedule, base_lr=cfg.lr,
                           warmup_steps=cfg.warmup_steps, total_steps=cfg.iterations,
                           max_seconds=max_seconds)
-    objective = Objective(supervision=cfg.supervision, ignore_index=spec.ignore_index,
-                          dice_weight=cfg.dice_weight).to(device)
     augment = RandomAffine2D(rotate_degrees=cfg.rotate_degrees,
                              scale_range=(cfg.scale_min, cfg.scale_max),
                              flip_prob=cfg.flip_prob, rot90=cfg.rot90)
     sampler = SliceSampler(data.train, crop_size=(cfg.crop_size, cfg.crop_size),
-                           ignore_index=spec.ignore_index, labelled_only=True,
-                           generator=generator)
+                           ignore_index=spec.ignore_index,
+                           labelled_fraction=cfg.labelled_fraction, generator=generator)
     predictor = Predictor(model, spec, data.preprocess, device=device,
                           batch_size=cfg.infer_batch_size)
     state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None, "last_val": None}
     if resume:
         ckpt = load_checkpoint(last_path)
         model.load_state_dict(ckpt["model"])
+        objective.load_state_dict(ckpt["objective"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"], generator)
@@ -224,7 +192,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
 
     def save(name: str) -> None:
         save_checkpoint(checkpoint_path(run_dir, name), {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "model": model.state_dict(), "objective": objective.state_dict(),
+            "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "rng": rng_state(generator),
             "config": cfg.to_dict(), "label_spec": spec.to_dict(), "model_kwargs": kwargs,
             **state})
@@ -260,8 +229,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
                                                   ignore_index=spec.ignore_index,
                                                   generator=generator)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        logits = model(batch["image"])
-        loss, terms = objective(logits, batch)
+        loss, terms = objective(model, batch, generator)
         if not torch.isfinite(loss):
             raise MedclError(f"loss became {loss.item()} at step {state['step']}; "
                              "lower --lr or check the data")
