@@ -1,0 +1,112 @@
+"""MSCMRseg benchmark: train one method in one setting for a wall-clock budget, select the
+checkpoint on the 5 validation volumes, evaluate on the 15 test volumes.
+
+    python benchmarks/mscmr.py --method medcl --setting few5 --minutes 30
+
+Writes ``benchmarks/results/mscmr_{setting}_{method}_{minutes}min.json`` (commit, command, machine,
+throughput, validation curve, test Dice/HD95/ASSD per class) and leaves the run in ``runs/``.
+The data folder is ``$MEDCL_DATA/MSCMR_dataset`` (default ``../shared/data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from medcl.config import METHODS, TrainConfig
+from medcl.evaluation import evaluate_folders
+from medcl.inference import Predictor, predict_path
+from medcl.labels import LabelSpec
+from medcl.training import train
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = REPO / "examples" / "mscmr.json"
+SETTINGS = {"all25": None, "few5": 5}
+
+
+def git_commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                           capture_output=True, text=True).stdout.strip()
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+
+
+def run(args: argparse.Namespace, data: Path) -> dict:
+    name = f"mscmr_{args.setting}_{args.method}_{args.minutes:g}min"
+    run_dir = Path(args.out) / name
+    overrides = json.loads(args.options) if args.options else {}
+    cfg = TrainConfig(data=str(data), labels=str(LABELS), method=args.method,
+                      num_scribbled=SETTINGS[args.setting], target_spacing=args.target_spacing,
+                      max_minutes=args.minutes, iterations=1_000_000,
+                      val_interval=args.val_interval, num_threads=args.threads, seed=args.seed,
+                      device=args.device, **overrides)
+    started = time.monotonic()
+    result = train(cfg, run_dir)
+    train_wall = time.monotonic() - started
+    predictor = Predictor.from_run(run_dir, device=args.device)
+    started = time.monotonic()
+    predict_path(data / "TestSet" / "images", run_dir / "test_pred", predictor, overwrite=True)
+    predict_wall = time.monotonic() - started
+    spec = LabelSpec.from_file(LABELS)
+    summary = evaluate_folders(data / "TestSet" / "labels", run_dir / "test_pred",
+                               class_values=dict(zip(spec.foreground_names, spec.label_values[1:])),
+                               out_dir=run_dir / "test_eval")
+    records = read_metrics(run_dir)
+    steps = [r for r in records if r["event"] == "step"]
+    return {"name": name, "method": args.method, "setting": args.setting,
+            "num_scribbled": SETTINGS[args.setting] or 25, "budget_minutes": args.minutes,
+            "config": cfg.to_dict(), "steps": result["step"], "train_wall_s": round(train_wall, 1),
+            "best_val_mean_dice": result["best"], "best_step": result["best_step"],
+            "train_source_slices_per_s_median": round(
+                statistics.median(r["slices_per_s"] for r in steps), 2),
+            "test_predict_wall_s": round(predict_wall, 1),
+            "test_mean": summary["mean"], "test_std": summary["std"],
+            "test_mean_foreground_dice": summary["mean_foreground_dice"],
+            "val_curve_minutes_dice": [(round(r["elapsed"] / 60, 2), r["mean_dice"])
+                                       for r in records if r["event"] == "val"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=METHODS, default="pce")
+    parser.add_argument("--setting", choices=list(SETTINGS), default="few5")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--options", help="JSON object of extra TrainConfig options")
+    parser.add_argument("--out", default=str(REPO / "runs"))
+    parser.add_argument("--target-spacing", type=float, default=1.36719)
+    parser.add_argument("--val-interval", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
+    record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
+              "torch": torch.__version__, "threads": args.threads,
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+                         f"{platform.processor() or 'cpu'}",
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), **run(args, data)}
+    out = Path(args.results) / f"{record['name']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps({k: record[k] for k in ("name", "steps", "best_val_mean_dice",
+                                             "test_mean_foreground_dice")}))
+
+
+if __name__ == "__main__":
+    main()
