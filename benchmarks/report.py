@@ -1,0 +1,71 @@
+"""Collect ``benchmarks/results/mscmr_*.json`` into ``docs/results.md`` tables and a learning-curve
+PNG (validation mean Dice against wall-clock minutes).
+
+    python benchmarks/report.py          # needs the [bench] extra (matplotlib)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+#: mean test Dice reported in the paper (docs of the method), for the few-scribble setting.
+PAPER_FEW5 = {"pce": 0.157, "medcl": 0.832}
+CLASSES = ("RV", "Myo", "LV")
+
+
+def load() -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("mscmr_*.json"))]
+
+
+def row(r: dict) -> str:
+    mean, std = r["test_mean"], r["test_std"]
+    dice = " | ".join(f"{mean[c]['dice']:.3f} ± {std[c]['dice']:.3f}" for c in CLASSES)
+    hd = " | ".join(f"{mean[c]['hd95']:.1f}" for c in CLASSES)
+    paper = PAPER_FEW5.get(r["method"]) if r["setting"] == "few5" else None
+    return (f"| {r['method']} | {r['setting']} | {r['budget_minutes']:g} | {r['steps']} | "
+            f"{r['best_val_mean_dice']:.3f} | {dice} | **{r['test_mean_foreground_dice']:.3f}** | "
+            f"{'' if paper is None else f'{paper:.3f}'} | {hd} | {r['commit'][:10]} |")
+
+
+def table(results: list[dict]) -> str:
+    head = ("| method | setting | budget (min) | steps | best val Dice | test Dice RV | Myo | LV | "
+            "**test mean Dice** | paper | HD95 RV (mm) | Myo | LV | commit |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    return "\n".join([head] + [row(r) for r in results])
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        curve = [(m, d) for m, d in r["val_curve_minutes_dice"] if d is not None]
+        ax.plot([m for m, _ in curve], [d for _, d in curve], marker="o", ms=3,
+                label=f"{r['method']} ({r['setting']})")
+    ax.set_xlabel("wall-clock training minutes (2-core CPU)")
+    ax.set_ylabel("validation mean 3D Dice (5 volumes)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    results = load()
+    print(table(results))
+    plot(results, REPO / "docs" / "learning_curves.png")
+    for r in results:
+        print(f"- `{r['name']}`: `{r['command']}` (commit {r['commit']}, started {r['started']}, "
+              f"training {r['train_wall_s'] / 60:.1f} min wall, {r['train_source_slices_per_s_median']} "
+              f"source slices/s median, test prediction {r['test_predict_wall_s']} s for 15 volumes)")
+
+
+if __name__ == "__main__":
+    main()
