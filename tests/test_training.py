@@ -70,9 +70,10 @@ def test_wall_clock_budget_stops_training(tiny_dataset, tmp_path):
     assert result["elapsed_seconds"] >= 0.02 * 60
 
 
-def test_dense_supervision_and_few_scribbles(tiny_dataset, tmp_path):
+def test_few_scribbles_bf16_channels_last(tiny_dataset, tmp_path):
     result = train(tiny_config(tiny_dataset, supervision="scribble", num_scribbled=2,
-                               dice_weight=0.5, iterations=2, val_interval=0), tmp_path / "f")
+                               dice_weight=0.5, iterations=2, val_interval=0, precision="bf16",
+                               channels_last=True), tmp_path / "f")
     assert result["step"] == 2
     rec = [json.loads(x) for x in (tmp_path / "f" / "metrics.jsonl").open()]
     assert "dice" in rec[0] and "pce" in rec[0]

@@ -122,7 +122,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import Predictor, predict_path
 
     predictor = Predictor.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
-                                   flip_tta=args.tta)
+                                   flip_tta=args.tta, precision=args.precision)
     with tqdm(unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
         written = predict_path(args.input, args.output, predictor, save_probs=args.save_probs,
                                largest_component=args.largest_component,
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--largest-component", action="store_true",
                    help="keep the largest 3D connected component of each class")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="network precision (default: the run's training precision)")
     p.add_argument("--overlays", type=int, default=0, metavar="N",
                    help="write N overlay PNGs per case into OUTPUT/overlays")
     p.add_argument("--overwrite", action="store_true", help="replace existing predictions")

@@ -120,6 +120,9 @@ class TrainConfig:
     device: str = _opt("auto", "device", choices=DEVICES)
     num_threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
     infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference")
+    precision: str = _opt("fp32", "bf16 runs the network under bf16 autocast (CPU with "
+                          "AVX512-BF16 or GPU); losses stay fp32", choices=("fp32", "bf16"))
+    channels_last: bool = _opt(False, "channels-last memory layout for the network")
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

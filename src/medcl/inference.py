@@ -23,7 +23,7 @@ from .labels import LabelSpec
 from .models import build_model
 from .postprocessing import keep_largest_component
 from .preprocessing import PreprocessConfig, image_to_slices, pad_to_multiple, restore_probs
-from .runtime import resolve_device
+from .runtime import FastForward, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,11 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
-                 device: str = "auto", **kwargs) -> "Predictor":
-        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent)."""
+                 device: str = "auto", precision: str | None = None, **kwargs) -> "Predictor":
+        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent).
+
+        ``precision`` defaults to the run's training precision.
+        """
         path = checkpoint_path(run_dir, checkpoint)
         if checkpoint == "best" and not path.is_file():
             path = checkpoint_path(run_dir, "last")
@@ -65,6 +68,8 @@ class Predictor:
         model = build_model(**state["model_kwargs"])
         model.load_state_dict(state["model"])
         cfg = state["config"]
+        model = FastForward(model, precision=precision or cfg.get("precision", "fp32"),
+                            channels_last=cfg.get("channels_last", False))
         preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
                                       normalization=cfg["normalization"])
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))

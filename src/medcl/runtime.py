@@ -7,8 +7,11 @@ import random
 
 import numpy as np
 import torch
+from torch import nn
 
 from .errors import ConfigError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +61,36 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
     generator.set_state(state["generator"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class FastForward(nn.Module):
+    """Runs a network under bf16 autocast and/or in channels-last memory layout.
+
+    The wrapped network keeps fp32 parameters (so checkpoints are unchanged); outputs are cast
+    back to float32 so losses and softmax run in full precision.
+
+    Args:
+        model: network mapping ``(B, C, H, W)`` to ``(B, K, H, W)``.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast on the input's device type).
+        channels_last: convert the network and its inputs to channels-last layout.
+    """
+
+    def __init__(self, model: nn.Module, *, precision: str = "fp32",
+                 channels_last: bool = False) -> None:
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        self.model = model
+        self.size_divisor = getattr(model, "size_divisor", 1)
+        self.dtype = PRECISIONS[precision]
+        self.channels_last = channels_last
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype or torch.float32,
+                            enabled=self.dtype is not None):
+            out = self.model(x)
+        return out.float().contiguous()

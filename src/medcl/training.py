@@ -30,7 +30,8 @@ from .methods import build_objective
 from .metrics import dice
 from .models import build_model
 from .preprocessing import PreprocessConfig
-from .runtime import resolve_device, rng_state, seed_everything, set_rng_state, set_threads
+from .runtime import (FastForward, resolve_device, rng_state, seed_everything, set_rng_state,
+                      set_threads)
 from .schedule import LRSchedule
 from .transforms import RandomAffine2D
 
@@ -40,7 +41,7 @@ CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 #: options that may change when a run is resumed; all others must stay as saved.
 RESUME_OVERRIDABLE = ("iterations", "max_minutes", "device", "num_threads", "val_interval",
-                      "log_interval", "infer_batch_size")
+                      "log_interval", "infer_batch_size", "precision", "channels_last")
 
 
 @dataclass
@@ -173,7 +174,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     sampler = SliceSampler(data.train, crop_size=(cfg.crop_size, cfg.crop_size),
                            ignore_index=spec.ignore_index,
                            labelled_fraction=cfg.labelled_fraction, generator=generator)
-    predictor = Predictor(model, spec, data.preprocess, device=device,
+    network = FastForward(model, precision=cfg.precision, channels_last=cfg.channels_last)
+    predictor = Predictor(network, spec, data.preprocess, device=device,
                           batch_size=cfg.infer_batch_size)
     state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None, "last_val": None}
     if resume:
@@ -229,7 +231,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
                                                   ignore_index=spec.ignore_index,
                                                   generator=generator)
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-        loss, terms = objective(model, batch, generator)
+        loss, terms = objective(network, batch, generator)
         if not torch.isfinite(loss):
             raise MedclError(f"loss became {loss.item()} at step {state['step']}; "
                              "lower --lr or check the data")
