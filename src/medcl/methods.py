@@ -65,7 +65,8 @@ class MedCLObjective(nn.Module):
        ``intra_mix``) -> ``2B`` views, ``P = softmax(f(views))``;
     3. scribble loss on the views: ``pce_weight`` x soft pCE + ``dice_weight`` x Dice over the
        scribbled pixels; existence loss with each view's *own* source image's tags;
-    4. inter-image mix of the views (when a mix weight is on): ``P~ = softmax(f(mix(views)))``,
+    4. inter-image mix of the views (when a mix weight is on): ``P~ = softmax(f(mix(views)))``
+       (computed in the same forward pass as ``P``, one batch of ``4B`` slices),
        pCE on the mixed targets, consistency between ``P~`` and ``mix(P)``, existence with the
        union of the partners' tags;
     5. clustering on ``anatomy_maps(P)``: global loss on the anatomy codes of all views, local
@@ -131,12 +132,19 @@ class MedCLObjective(nn.Module):
         targets = one_hot(labels, self.num_classes, self.ignore_index)
         views = self.intra(image, targets, generator=generator)
         view_tags = tags[views.source.to(tags.device)]
-        logits = model(views.image)
+        n_views = views.image.shape[0]
+        inputs = views.image
+        if self.use_inter:
+            partner, lam = self.inter.sample(n_views, generator)
+            inputs = torch.cat([views.image, InterImageMix.mix(views.image, partner, lam)])
+        # one forward pass for the views and their mix: the mixed images depend on the inputs
+        # only, so both predictions come from a single (larger, faster) batch
+        all_logits = model(inputs)
+        logits = all_logits[:n_views]
         probs = logits.softmax(1)
         terms = self._scribble_terms(logits, probs, views.targets, view_tags)
         if self.use_inter:
-            partner, lam = self.inter.sample(views.image.shape[0], generator)
-            mixed_logits = model(InterImageMix.mix(views.image, partner, lam))
+            mixed_logits = all_logits[n_views:]
             mixed_probs = mixed_logits.softmax(1)
             terms.update(self._scribble_terms(mixed_logits, mixed_probs,
                                               InterImageMix.mix(views.targets, partner, lam),
