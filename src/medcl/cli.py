@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
+from . import __version__, distributed
 from .config import TrainConfig, field_type
 from .errors import MedclError
 
@@ -108,6 +108,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(cfg, args.out, resume=args.resume, callback=bar)
     finally:
         bar.close()
+    if not distributed.from_env().is_main:
+        return 0
     best = result["best"]
     print(f"trained {result['step']} steps in {result['elapsed_seconds'] / 60:.1f} min; "
           f"best validation mean Dice {best:.4f} at step {result['best_step']}" if best is not None
@@ -222,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    if not distributed.from_env().is_main:  # under torchrun only rank 0 talks
+        level = max(level, logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:

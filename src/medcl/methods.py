@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from .clustering import (AnatomyProjector, PrototypeClustering, anatomy_maps,
                          global_cluster_loss, nt_xent)
 from .config import TrainConfig
+from .distributed import gather_with_grad
 from .losses import (DiceLoss, PartialCrossEntropy, SupervisedLoss, existence_loss,
                      mix_consistency_loss, one_hot, soft_dice_loss, soft_partial_ce)
 from .mixing import InterImageMix, IntraImageMix
@@ -120,7 +121,8 @@ class MedCLObjective(nn.Module):
             return {"global": self.prototypes(anatomy[:batch], anatomy[batch:]),
                     "local": nt_xent(individual[:batch].flatten(1), individual[batch:].flatten(1),
                                      temperature=self.temperature)}
-        return {"global": global_cluster_loss(anatomy),
+        # the batch centres are computed over the global batch when training on several processes
+        return {"global": global_cluster_loss(gather_with_grad(anatomy)),
                 "local": nt_xent(individual[:batch].flatten(1), individual[batch:].flatten(1),
                                  temperature=self.temperature)}
 

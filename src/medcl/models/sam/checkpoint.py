@@ -81,7 +81,8 @@ def describe_mismatch(state: Mapping[str, Tensor], model: nn.Module) -> str | No
     for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
                          ("shape mismatches", shapes)):
         if items:
-            more = f"\n    ... and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+            extra = len(items) - MAX_LISTED
+            more = f"\n    ... and {extra} more" if extra > 0 else ""
             listed = "\n    ".join(items[:MAX_LISTED])
             parts.append(f"  {len(items)} {title}:\n    {listed}{more}")
     return "\n".join(parts) if parts else None

@@ -103,7 +103,8 @@ class SamModel(nn.Module):
                                  dense_prompt_embeddings=dense,
                                  multimask_output=multimask_output)
 
-    def forward(self, images: Tensor, boxes: Tensor | None = None, **prompts) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, boxes: Tensor | None = None,
+                **prompts) -> tuple[Tensor, Tensor]:
         """``images (B, 3, S, S)`` in ``[0, 1]`` + prompts -> ``(mask logits, iou_predictions)``.
 
         Keyword arguments are those of :meth:`predict_masks`.

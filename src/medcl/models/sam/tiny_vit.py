@@ -38,6 +38,18 @@ class Conv2dBN(nn.Sequential):
         self.add_module("bn", nn.BatchNorm2d(out_channels))
 
 
+class PatchEmbed(nn.Module):
+    """``conv -> BN -> GELU -> conv -> BN`` (``.seq``); each conv has stride ``s``."""
+
+    def __init__(self, in_chans: int, dim: int, kernel_size: int, stride: int) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(Conv2dBN(in_chans, dim // 2, kernel_size, stride), nn.GELU(),
+                                 Conv2dBN(dim // 2, dim, kernel_size, stride))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.seq(x)
+
+
 class MBConv(nn.Module):
     """Inverted residual block: ``(B, C, H, W) -> (B, C, H, W)``."""
 
@@ -88,7 +100,9 @@ class WindowAttention(nn.Module):
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
         rows, cols = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
         rows, cols = rows.flatten(), cols.flatten()
-        offsets = (rows[:, None] - rows[None, :]).abs() * window + (cols[:, None] - cols[None, :]).abs()
+        dy = (rows[:, None] - rows[None, :]).abs()
+        dx = (cols[:, None] - cols[None, :]).abs()
+        offsets = dy * window + dx  # (window**2, window**2) indices into the biases
         self.register_buffer("attention_bias_idxs", offsets, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -215,12 +229,7 @@ class TinyViT(nn.Module):
                                   f"{num_heads[i]} heads")
         self.stride = patch_stride ** 2 * math.prod(merge_strides)
         self.out_chans = out_chans
-        self.patch_embed = nn.Module()
-        self.patch_embed.seq = nn.Sequential(
-            Conv2dBN(in_chans, embed_dims[0] // 2, patch_kernel_size, patch_stride),
-            nn.GELU(),
-            Conv2dBN(embed_dims[0] // 2, embed_dims[0], patch_kernel_size, patch_stride),
-        )
+        self.patch_embed = PatchEmbed(in_chans, embed_dims[0], patch_kernel_size, patch_stride)
         self.layers = nn.ModuleList()
         for i in range(n):
             merge = (PatchMerging(embed_dims[i], embed_dims[i + 1], merge_strides[i])
@@ -239,7 +248,7 @@ class TinyViT(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.patch_embed.seq(x)
+        x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
         return self.neck(x)

@@ -19,6 +19,8 @@ import math
 
 from torch import Tensor, nn
 
+from ...errors import ConfigError
+
 
 class Attention(nn.Module):
     """Multi-head attention with separate ``q/k/v/out`` projections through ``C / downsample``.
@@ -31,7 +33,7 @@ class Attention(nn.Module):
         self.internal_dim = embedding_dim // downsample_rate
         self.num_heads = num_heads
         if self.internal_dim % num_heads:
-            raise ValueError(f"internal width {self.internal_dim} is not divisible by "
+            raise ConfigError(f"internal width {self.internal_dim} is not divisible by "
                              f"{num_heads} heads")
         self.q_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.k_proj = nn.Linear(embedding_dim, self.internal_dim)
@@ -43,7 +45,8 @@ class Attention(nn.Module):
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        q, k, v = (self._heads(self.q_proj(q)), self._heads(self.k_proj(k)),
+                   self._heads(self.v_proj(v)))
         attn = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
         out = attn.softmax(dim=-1) @ v
         b, _, n, _ = out.shape

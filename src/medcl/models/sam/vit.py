@@ -96,7 +96,7 @@ class ViTMLP(nn.Module):
 
 
 class ViTBlock(nn.Module):
-    """Pre-norm transformer block on ``(B, H, W, C)``; ``window_size = 0`` means global attention."""
+    """Pre-norm transformer block on ``(B, H, W, C)``; ``window_size = 0``: global attention."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, window_size: int,
                  grid: tuple[int, int], qkv_bias: bool = True, use_rel_pos: bool = True) -> None:
@@ -121,6 +121,17 @@ class ViTBlock(nn.Module):
             y = self.attn(y)
         x = x + y
         return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Strided convolution (``.proj``): ``(B, C, H, W) -> (B, H / p, W / p, D)``."""
+
+    def __init__(self, in_chans: int, dim: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).permute(0, 2, 3, 1)
 
 
 class ImageEncoderViT(nn.Module):
@@ -157,8 +168,7 @@ class ImageEncoderViT(nn.Module):
         self.stride = patch_size
         self.out_chans = out_chans
         grid = img_size // patch_size
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+        self.patch_embed = PatchEmbed(in_chans, embed_dim, patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, grid, grid, embed_dim))
         self.blocks = nn.ModuleList(
             ViTBlock(embed_dim, num_heads, mlp_ratio,
@@ -176,7 +186,7 @@ class ImageEncoderViT(nn.Module):
         if x.shape[-2:] != (self.img_size, self.img_size):
             raise ValueError(f"expected a {self.img_size}x{self.img_size} image (the position "
                              f"embedding's size), got {tuple(x.shape[-2:])}")
-        x = self.patch_embed.proj(x).permute(0, 2, 3, 1) + self.pos_embed
+        x = self.patch_embed(x) + self.pos_embed
         for block in self.blocks:
             x = block(x)
         return self.neck(x.permute(0, 3, 1, 2))

@@ -1,0 +1,207 @@
+"""The training loop: one object that owns the network, objective, optimiser, schedule,
+sampler and random state of a run, and steps, validates and checkpoints it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from . import distributed
+from .checkpoint import checkpoint_path, save_checkpoint
+from .config import TrainConfig
+from .data import SliceSampler
+from .errors import MedclError
+from .inference import Predictor
+from .io import atomic_write_text
+from .methods import build_objective
+from .models import build_model
+from .runtime import FastForward, resolve_device, rng_state, seed_everything, set_rng_state
+from .schedule import LRSchedule
+from .training import CONFIG_NAME, METRICS_NAME, TrainingData, model_kwargs, validate
+from .transforms import RandomAffine2D
+
+log = logging.getLogger(__name__)
+
+#: offset between the data generator's seed and each process's step generator's seed.
+STEP_SEED_OFFSET = 1_000_003
+
+
+class TrainStep(nn.Module):
+    """Network + objective as one module, so one DistributedDataParallel wraps all parameters.
+
+    ``forward(batch, generator) -> (loss, terms)``.
+    """
+
+    def __init__(self, network: nn.Module, objective: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.objective = objective
+
+    def forward(self, batch: dict, generator: torch.Generator):
+        return self.objective(self.network, batch, generator)
+
+
+class Trainer:
+    """Trains one run.
+
+    Two random streams: the *data* generator (same seed on every process, so all processes draw
+    the same global batch) and the *step* generator (per process: mixing randomness of the
+    objective). Both are saved in checkpoints.
+    """
+
+    def __init__(self, cfg: TrainConfig, data: TrainingData, run_dir: Path, *,
+                 callback: Callable[[dict], None] | None = None) -> None:
+        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        self.dist = distributed.from_env()
+        self.device = distributed.setup(self.dist, resolve_device(cfg.device))
+        self.data_generator = seed_everything(cfg.seed)
+        self.step_generator = torch.Generator().manual_seed(
+            cfg.seed + STEP_SEED_OFFSET * (self.dist.rank + 1))
+        spec = data.spec
+        self.spec = spec
+        self.model_kwargs = model_kwargs(cfg, spec)
+        self.model = build_model(**self.model_kwargs)
+        if cfg.sync_bn and self.dist.enabled:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.to(self.device)
+        self.objective = build_objective(cfg, num_classes=spec.num_classes,
+                                         ignore_index=spec.ignore_index).to(self.device)
+        self.network = FastForward(self.model, precision=cfg.precision,
+                                   channels_last=cfg.channels_last)
+        step = TrainStep(self.network, self.objective)
+        self.step_module = DistributedDataParallel(step) if self.dist.enabled else step
+        params = list(self.model.parameters()) + list(self.objective.parameters())
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.max_seconds = cfg.max_minutes * 60 if cfg.max_minutes else None
+        self.schedule = LRSchedule(self.optimizer, kind=cfg.lr_schedule, base_lr=cfg.lr,
+                                   warmup_steps=cfg.warmup_steps, total_steps=cfg.iterations,
+                                   max_seconds=self.max_seconds)
+        self.augment = RandomAffine2D(rotate_degrees=cfg.rotate_degrees,
+                                      scale_range=(cfg.scale_min, cfg.scale_max),
+                                      flip_prob=cfg.flip_prob, rot90=cfg.rot90)
+        self.sampler = SliceSampler(data.train, crop_size=(cfg.crop_size, cfg.crop_size),
+                                    ignore_index=spec.ignore_index,
+                                    labelled_fraction=cfg.labelled_fraction,
+                                    generator=self.data_generator)
+        self.predictor = Predictor(self.network, spec, data.preprocess, device=self.device,
+                                   batch_size=cfg.infer_batch_size)
+        self.state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None,
+                      "last_val": None}
+        self.emit = callback if (callback and self.dist.is_main) else (lambda record: None)
+
+    # -- state --------------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {"model": self.model.state_dict(), "objective": self.objective.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "rng": rng_state(self.data_generator),
+                "step_generator": self.step_generator.get_state(),
+                "config": self.cfg.to_dict(), "label_spec": self.spec.to_dict(),
+                "model_kwargs": self.model_kwargs, **self.state}
+
+    def restore(self, ckpt: dict) -> None:
+        """Continue from a checkpoint (written by any number of processes)."""
+        self.model.load_state_dict(ckpt["model"])
+        self.objective.load_state_dict(ckpt["objective"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        set_rng_state(ckpt["rng"], self.data_generator)
+        self.state.update({k: ckpt[k] for k in self.state if k in ckpt})
+        if self.dist.is_main and "step_generator" in ckpt:
+            self.step_generator.set_state(ckpt["step_generator"])
+        else:  # other processes: a fresh stream that depends on the step, not the world size
+            self.step_generator.manual_seed(self.cfg.seed + STEP_SEED_OFFSET * (self.dist.rank + 1)
+                                            + self.state["step"])
+
+    def save(self, name: str) -> None:
+        if self.dist.is_main:
+            save_checkpoint(checkpoint_path(self.run_dir, name), self.checkpoint())
+
+    def log(self, record: dict) -> None:
+        if self.dist.is_main:
+            with (self.run_dir / METRICS_NAME).open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        self.emit(record)
+
+    # -- loop ---------------------------------------------------------------------------------
+    def next_batch(self) -> dict:
+        """This process's shard of the global batch, augmented, on the device."""
+        cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
+        batch = self.sampler.sample(cfg.batch_size * world)
+        batch["image"], batch["labels"] = self.augment(batch["image"], batch["labels"],
+                                                       ignore_index=self.spec.ignore_index,
+                                                       generator=self.data_generator)
+        shard = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
+        return {k: v[shard].to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def train_step(self) -> tuple[float, dict]:
+        lr = self.schedule.step(self.state["step"], self.state["elapsed_seconds"])
+        loss, terms = self.step_module(self.next_batch(), self.step_generator)
+        if not torch.isfinite(loss):
+            raise MedclError(f"loss became {loss.item()} at step {self.state['step']}; "
+                             "lower --lr or check the data")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return lr, terms
+
+    def validate(self) -> None:
+        """Validate on rank 0, log, and write ``best``/``last`` checkpoints."""
+        if self.dist.is_main:
+            result = validate(self.predictor, self.data.val) if self.data.val else None
+            score = result["mean_dice"] if result else None
+            self.state["last_val"] = result
+            if score is None or self.state["best"] is None or score > self.state["best"]:
+                self.state["best"], self.state["best_step"] = score, self.state["step"]
+                self.save("best")
+            self.save("last")
+            self.log({"event": "val", "step": self.state["step"],
+                      "elapsed": self.state["elapsed_seconds"], "mean_dice": score,
+                      "dice": result and result["dice"]})
+        distributed.barrier()
+
+    def run(self) -> dict:
+        cfg, state = self.cfg, self.state
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / CONFIG_NAME,
+                              json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self.model.train()
+        start = time.monotonic() - state["elapsed_seconds"]
+        window_start, window_slices = time.monotonic(), 0
+        validated_at = None
+        try:
+            while state["step"] < cfg.iterations:
+                if self.max_seconds and state["elapsed_seconds"] >= self.max_seconds:
+                    log.info("wall-clock budget of %.1f min reached at step %d",
+                             cfg.max_minutes, state["step"])
+                    break
+                lr, terms = self.train_step()
+                state["step"] += 1
+                # rank 0's clock drives the schedule and the budget on every process
+                state["elapsed_seconds"] = distributed.broadcast_float(time.monotonic() - start,
+                                                                       self.device)
+                window_slices += cfg.batch_size * self.dist.world_size
+                if state["step"] % cfg.log_interval == 0 or state["step"] == cfg.iterations:
+                    now = time.monotonic()
+                    self.log({"event": "step", "step": state["step"], "total": cfg.iterations,
+                              "elapsed": state["elapsed_seconds"], "budget": self.max_seconds,
+                              "lr": lr, "slices_per_s": window_slices / max(now - window_start, 1e-9),
+                              **terms})
+                    window_start, window_slices = now, 0
+                if cfg.val_interval and state["step"] % cfg.val_interval == 0:
+                    self.validate()
+                    validated_at = state["step"]
+                    window_start, window_slices = time.monotonic(), 0
+            if validated_at != state["step"]:
+                self.validate()
+        finally:
+            distributed.teardown(self.dist)
+        return dict(state)
