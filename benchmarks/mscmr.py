@@ -47,16 +47,26 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def run(args: argparse.Namespace, data: Path) -> dict:
     name = f"mscmr_{args.setting}_{args.method}_{args.minutes:g}min"
-    run_dir = Path(args.out) / name
-    overrides = json.loads(args.options) if args.options else {}
-    cfg = TrainConfig(data=str(data), labels=str(LABELS), method=args.method,
-                      num_scribbled=SETTINGS[args.setting], target_spacing=args.target_spacing,
-                      max_minutes=args.minutes, iterations=1_000_000,
-                      val_interval=args.val_interval, num_threads=args.threads, seed=args.seed,
-                      device=args.device, **overrides)
-    started = time.monotonic()
-    result = train(cfg, run_dir)
-    train_wall = time.monotonic() - started
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / name
+    if args.evaluate_only:  # a finished run: take its configuration and outcome from its files
+        cfg = TrainConfig.from_file(run_dir / "config.json")
+        last = read_metrics(run_dir)
+        vals = [r for r in last if r["event"] == "val" and r["mean_dice"] is not None]
+        best = max(vals, key=lambda r: r["mean_dice"])
+        result = {"step": max(r["step"] for r in last), "best": best["mean_dice"],
+                  "best_step": best["step"]}
+        train_wall = max(r["elapsed"] for r in last)
+    else:
+        overrides = json.loads(args.options) if args.options else {}
+        cfg = TrainConfig(data=str(data), labels=str(LABELS), method=args.method,
+                          num_scribbled=SETTINGS[args.setting],
+                          target_spacing=args.target_spacing, max_minutes=args.minutes,
+                          iterations=1_000_000, val_interval=args.val_interval,
+                          num_threads=args.threads, seed=args.seed, device=args.device,
+                          **overrides)
+        started = time.monotonic()
+        result = train(cfg, run_dir)
+        train_wall = time.monotonic() - started
     predictor = Predictor.from_run(run_dir, device=args.device)
     started = time.monotonic()
     predict_path(data / "TestSet" / "images", run_dir / "test_pred", predictor, overwrite=True)
@@ -87,6 +97,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--options", help="JSON object of extra TrainConfig options")
     parser.add_argument("--out", default=str(REPO / "runs"))
+    parser.add_argument("--run-dir", help="run folder (default: OUT/<name>)")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="predict and evaluate a finished run in --run-dir")
     parser.add_argument("--target-spacing", type=float, default=1.36719)
     parser.add_argument("--val-interval", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)

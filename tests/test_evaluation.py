@@ -120,9 +120,18 @@ def test_shape_mismatch_names_prediction(folders):
         evaluate_folders(gt, pred)
 
 
-def test_affine_mismatch_names_prediction(folders):
+def test_affine_mismatch_same_spacing_warns_and_is_recorded(folders, caplog):
+    """A header that lost its orientation (same grid and spacing) is compared voxel by voxel."""
     gt, pred = folders
     write(pred / "subject1_DE.nii.gz", labels(), affine=np.diag([1.5, 1.5, 5.0, 1.0]))
+    summary = evaluate_folders(gt, pred)
+    assert summary["affine_mismatch"] == ["subject1_DE"]
+    assert "subject1_DE.nii.gz: affine differs" in caplog.text
+
+
+def test_affine_mismatch_with_other_spacing_names_prediction(folders):
+    gt, pred = folders
+    write(pred / "subject1_DE.nii.gz", labels(), affine=np.diag([1.0, 1.5, 5.0, 1.0]))
     with pytest.raises(DataError, match="subject1_DE.nii.gz: affine"):
         evaluate_folders(gt, pred)
 

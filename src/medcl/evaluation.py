@@ -142,6 +142,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         ``{"cases": {case: {class: {metric: value}}}, "mean"/"std": {class: {metric: value}},
         "overall": {"mean"/"std": {metric: value}}, "mean_foreground_dice": float,
         "classes": {name: value}, "num_cases": int, "flagged": [{case, class, reason}],
+        "affine_mismatch": [cases whose prediction and ground truth share shape and spacing but
+        not the affine; compared voxel by voxel, with a warning],
         "definitions": str, ...}``. Distances are in mm.
 
     Raises:
@@ -158,11 +160,13 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
 
     cases: dict[str, dict[str, dict[str, float]]] = {}
     flagged: list[dict[str, str]] = []
+    geometry_warnings: list[str] = []
     overlays: dict[str, list[str]] = {}
     for case, pred_path, gt_path in pairs:
         gt = load_nifti(gt_path, kind="label")
         pred = load_nifti(pred_path, kind="label")
-        check_same_geometry(gt, pred)
+        if not check_same_geometry(gt, pred, strict_affine=False):
+            geometry_warnings.append(case)
         cases[case] = case_metrics(pred.data, gt.data, classes, gt.spacing, case_id=case)
         flagged += [{"case": case, "class": name, "reason": reason}
                     for name, reason in empty_mask_flags(pred.data, gt.data, classes).items()]
@@ -173,7 +177,7 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
                 log.warning("case %s: no image in %s; overlay skipped", case, image_dir)
                 continue
             image = load_nifti(images[case], kind="image")
-            check_same_geometry(gt, image)
+            check_same_geometry(gt, image, strict_affine=False)
             paths = save_overlays(image.data, pred.data, gt.data, overlay_dir, case, classes,
                                   num_slices=num_overlay_slices)
             overlays[case] = [p.name for p in paths]
@@ -190,7 +194,7 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         "mean": mean, "std": std,
         "overall": {"mean": overall_mean, "std": overall_std},
         "mean_foreground_dice": overall_mean["dice"],
-        "flagged": flagged, "cases": cases,
+        "flagged": flagged, "affine_mismatch": geometry_warnings, "cases": cases,
         "definitions": f"{DEFINITIONS} {AGGREGATION}",
     }
     if overlays:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import os
 import tempfile
 import zlib
@@ -20,6 +21,8 @@ import nibabel as nib
 import numpy as np
 
 from .errors import DataError
+
+log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -126,12 +129,30 @@ def load_image(paths: Sequence[str | os.PathLike]) -> Volume:
     return Volume(data=data, affine=first.affine, header=first.header, path=first.path)
 
 
-def check_same_geometry(ref: Volume, other: Volume, *, atol: float = 1e-3) -> None:
-    """Raise :class:`DataError` naming ``other.path`` if its grid differs from ``ref``'s."""
+def check_same_geometry(ref: Volume, other: Volume, *, atol: float = 1e-3,
+                        strict_affine: bool = True) -> bool:
+    """Check that ``other`` lies on ``ref``'s voxel grid.
+
+    Shapes must be equal. With ``strict_affine`` the affines must agree too; without it, a
+    different affine with the same shape and voxel spacing (a header that lost its orientation,
+    as in some public releases) only logs a warning, and the voxel arrays are compared as they
+    are.
+
+    Returns:
+        whether the affines agree.
+
+    Raises:
+        DataError: naming ``other.path``, on a shape (or, strictly, affine or spacing) mismatch.
+    """
     if ref.shape != other.shape:
         raise DataError(f"{other.path}: shape {other.shape} differs from {ref.path} {ref.shape}")
-    if not np.allclose(ref.affine, other.affine, atol=atol, rtol=1e-4):
+    if np.allclose(ref.affine, other.affine, atol=atol, rtol=1e-4):
+        return True
+    if strict_affine or not np.allclose(ref.spacing, other.spacing, rtol=1e-3):
         raise DataError(f"{other.path}: affine differs from {ref.path}")
+    log.warning("%s: affine differs from %s (same shape and spacing); comparing voxel arrays",
+                other.path, ref.path)
+    return False
 
 
 @contextlib.contextmanager
