@@ -56,6 +56,9 @@ class TrainConfig:
                                         "(default: median of the training cases)")
     normalization: str = _opt("zscore", "per-volume intensity normalisation",
                               choices=("zscore", "minmax", "none"))
+    nonzero_mask: bool = _opt(False, "the zero-filled region outside the acquired field of "
+                              "view is background: excluded from normalisation, labelled "
+                              "background in training, predicted background")
     crop_size: int = _opt(192, "square training crop size in pixels")
     # augmentation
     rotate_degrees: float = _opt(15.0, "max random rotation in degrees")

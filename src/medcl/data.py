@@ -17,7 +17,7 @@ from .datasets import Case
 from .errors import ConfigError, DataError
 from .io import Volume, check_same_geometry, load_image, load_nifti
 from .labels import LabelSpec
-from .preprocessing import PreprocessConfig, image_to_slices, labels_to_slices
+from .preprocessing import PreprocessConfig, field_of_view, image_to_slices, labels_to_slices
 from .transforms import random_crop
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,16 @@ def load_case(case: Case, spec: LabelSpec, cfg: PreprocessConfig, *, labelled: b
         labelled: ``False`` hides the labels from supervision but keeps the class tags (the
             few-scribble setting's unscribbled volumes).
         keep_dense: keep the label map at the input grid (for validation Dice).
+
+    With ``cfg.nonzero_mask`` the unlabelled pixels outside the field of view become background.
     """
     image, labels = read_case(case, spec)
     spacing_xy = image.spacing[:2]
-    slices = image_to_slices(image.data, spacing_xy, cfg)
+    mask = field_of_view(image.data) if cfg.nonzero_mask else None
+    slices = image_to_slices(image.data, spacing_xy, cfg, mask)
     label_slices = tags = None
+    if labels is not None and mask is not None:
+        labels = np.where(~mask & (labels == spec.ignore_index), 0, labels)
     if labels is not None:
         label_slices = labels_to_slices(labels, spacing_xy, cfg)
         tags = class_tags(torch.from_numpy(labels.transpose(2, 0, 1)), spec.num_classes)

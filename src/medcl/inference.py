@@ -22,7 +22,8 @@ from .io import Volume, is_nifti, load_image, save_nifti
 from .labels import LabelSpec
 from .models import build_model
 from .postprocessing import keep_largest_component
-from .preprocessing import PreprocessConfig, image_to_slices, pad_to_multiple, restore_probs
+from .preprocessing import (PreprocessConfig, field_of_view, image_to_slices, pad_to_multiple,
+                            restore_probs)
 from .runtime import FastForward, resolve_device
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class Predictor:
         model = FastForward(model, precision=precision or cfg.get("precision", "fp32"),
                             channels_last=cfg.get("channels_last", False))
         preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
-                                      normalization=cfg["normalization"])
+                                      normalization=cfg["normalization"],
+                                      nonzero_mask=cfg.get("nonzero_mask", False))
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
         log.info("loaded %s (step %d)", path, state.get("step", -1))
         return cls(model, spec, preprocess, device=resolve_device(device), **kwargs)
@@ -102,10 +104,14 @@ class Predictor:
 
         ``slices`` may pass the already preprocessed slices of ``image`` to skip preprocessing.
         """
+        mask = field_of_view(image.data) if self.preprocess.nonzero_mask else None
         if slices is None:
-            slices = image_to_slices(image.data, image.spacing[:2], self.preprocess)
+            slices = image_to_slices(image.data, image.spacing[:2], self.preprocess, mask)
         probs = restore_probs(self.predict_slices(slices), image.shape[:2])
-        return probs.permute(2, 3, 0, 1).numpy()
+        probs = probs.permute(2, 3, 0, 1).numpy()
+        if mask is not None:  # outside the field of view is background
+            probs[~mask] = np.eye(probs.shape[-1], dtype=probs.dtype)[0]
+        return probs
 
     def segment(self, probs: np.ndarray, *, largest_component: bool = False) -> np.ndarray:
         """Class indices ``(X, Y, Z)`` from probabilities ``(X, Y, Z, K)``."""

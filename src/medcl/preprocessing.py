@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from .errors import ConfigError
 
@@ -34,11 +35,17 @@ class PreprocessConfig:
             [0, 1]) or ``"none"``.
         clip_percentiles: ``(low, high)`` percentiles to clip intensities to before
             normalising, or ``None``.
+        nonzero_mask: treat the region outside the acquired field of view
+            (:func:`field_of_view`) as known background: it is left out of the normalisation
+            statistics and set to 0 after normalising, its unlabelled pixels are labelled
+            background in training, and predictions there are background (nnU-Net's nonzero
+            mask, for zero-filled MR acquisitions).
     """
 
     target_spacing: float | None = None
     normalization: str = "zscore"
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
+    nonzero_mask: bool = False
 
     def __post_init__(self) -> None:
         if self.target_spacing is not None and not self.target_spacing > 0:
@@ -53,19 +60,44 @@ class PreprocessConfig:
                                   f"got {self.clip_percentiles}")
 
 
-def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """Normalise ``image (X, Y, Z, C)`` per channel over the whole volume; float32 out."""
+def field_of_view(image: np.ndarray) -> np.ndarray:
+    """Voxels inside the acquired field of view, ``(X, Y, Z)`` bool, of ``image (X, Y, Z, C)``.
+
+    Outside are the voxels that hold the volume's minimum in every channel and are connected
+    (4-connectivity, within their slice) to the slice's border: the zero filling around an
+    acquisition. Dark voxels enclosed by the body stay inside.
+    """
+    at_min = np.all(image == image.min(axis=(0, 1, 2), keepdims=True), axis=-1)
+    inside = np.ones(at_min.shape, dtype=bool)
+    for z in range(at_min.shape[2]):
+        comp, count = ndimage.label(at_min[..., z])
+        if count:
+            border = np.unique(np.concatenate([comp[0], comp[-1], comp[:, 0], comp[:, -1]]))
+            inside[..., z] = ~np.isin(comp, border[border > 0])
+    return inside
+
+
+def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig,
+                        mask: np.ndarray | None = None) -> np.ndarray:
+    """Normalise ``image (X, Y, Z, C)`` per channel over the whole volume; float32 out.
+
+    With ``mask (X, Y, Z)`` the statistics come from the masked voxels only and the voxels
+    outside are set to 0.
+    """
     out = np.empty(image.shape, dtype=np.float32)
     for c in range(image.shape[-1]):
         chan = image[..., c].astype(np.float32)
+        values = chan[mask] if mask is not None and mask.any() else chan
         if cfg.clip_percentiles is not None:
-            low, high = np.percentile(chan, cfg.clip_percentiles)
-            chan = np.clip(chan, low, high)
+            low, high = np.percentile(values, cfg.clip_percentiles)
+            chan, values = np.clip(chan, low, high), np.clip(values, low, high)
         if cfg.normalization == "zscore":
-            chan = (chan - chan.mean()) / max(float(chan.std()), 1e-8)
+            chan = (chan - values.mean()) / max(float(values.std()), 1e-8)
         elif cfg.normalization == "minmax":
-            lo, hi = float(chan.min()), float(chan.max())
+            lo, hi = float(values.min()), float(values.max())
             chan = (chan - lo) / max(hi - lo, 1e-8)
+        if mask is not None:
+            chan = np.where(mask, chan, 0.0)
         out[..., c] = chan
     return out
 
@@ -79,9 +111,12 @@ def resampled_size(shape_xy: tuple[int, int], spacing_xy: tuple[float, float],
 
 
 def image_to_slices(image: np.ndarray, spacing_xy: tuple[float, float],
-                    cfg: PreprocessConfig) -> torch.Tensor:
-    """``image (X, Y, Z, C)`` -> normalised, resampled slices ``(Z, C, H, W)`` float32."""
-    norm = normalize_intensity(image, cfg)
+                    cfg: PreprocessConfig, mask: np.ndarray | None = None) -> torch.Tensor:
+    """``image (X, Y, Z, C)`` -> normalised, resampled slices ``(Z, C, H, W)`` float32.
+
+    ``mask``: the field of view (see :func:`normalize_intensity`), when ``cfg.nonzero_mask``.
+    """
+    norm = normalize_intensity(image, cfg, mask)
     slices = torch.from_numpy(np.ascontiguousarray(norm.transpose(2, 3, 0, 1)))
     size = resampled_size(image.shape[:2], spacing_xy, cfg.target_spacing)
     if size != tuple(slices.shape[-2:]):

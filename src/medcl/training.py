@@ -62,7 +62,8 @@ def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
     if cfg.target_spacing is None:
         cfg = replace(cfg, target_spacing=round(median_inplane_spacing(dataset), 5))
         log.info("target spacing: median of the training images, %.5f mm", cfg.target_spacing)
-    preprocess = PreprocessConfig(target_spacing=cfg.target_spacing, normalization=cfg.normalization)
+    preprocess = PreprocessConfig(target_spacing=cfg.target_spacing, normalization=cfg.normalization,
+                                  nonzero_mask=cfg.nonzero_mask)
     spec = dataset.spec
     scribbled = select_scribbled(dataset.cases("train"), num_scribbled=cfg.num_scribbled,
                                  scribbled_cases=cfg.scribbled_cases)
