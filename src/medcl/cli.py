@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", required=True, help="run folder written by 'medcl train'")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--save-probs", action="store_true", help="also write {case}_probs.nii.gz")
+    p.add_argument("--save-probs", action="store_true", help="also write OUTPUT/probs/{case}.nii.gz")
     p.add_argument("--largest-component", action="store_true",
                    help="keep the largest 3D connected component of each class")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")

@@ -21,12 +21,16 @@ from .errors import DataError
 from .io import Volume, is_nifti, load_image, save_nifti
 from .labels import LabelSpec
 from .models import build_model
+from .overlay import save_overlays
 from .postprocessing import keep_largest_component
 from .preprocessing import (PreprocessConfig, field_of_view, image_to_slices, pad_to_multiple,
                             restore_probs)
 from .runtime import FastForward, resolve_device
 
 log = logging.getLogger(__name__)
+
+PROBS_DIR = "probs"
+OVERLAY_DIR = "overlays"
 
 
 class Predictor:
@@ -146,7 +150,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     values. Nothing is written if any output already exists and ``overwrite`` is false.
 
     Args:
-        save_probs: also write ``{case}_probs.nii.gz`` ``(X, Y, Z, K)`` float32 probabilities.
+        save_probs: also write ``output_dir/probs/{case}.nii.gz``: ``(X, Y, Z, K)`` float32
+            probabilities (a sub-folder, so ``output_dir`` stays a folder of label maps).
         largest_component: keep only the largest 3D component of each class.
         overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
         progress: called with each case id once it is done.
@@ -171,13 +176,12 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         save_nifti(targets[case_id], spec.to_values(labels), image, dtype=label_dtype(spec))
         written.append(targets[case_id])
         if save_probs:
-            save_nifti(output_dir / f"{case_id}_probs.nii.gz", probs, image, dtype=np.float32)
+            save_nifti(output_dir / PROBS_DIR / f"{case_id}.nii.gz", probs, image,
+                       dtype=np.float32)
         if overlay_slices:
-            from .overlay import save_overlays
-
             values = dict(zip(spec.foreground_names, spec.label_values[1:]))
             save_overlays(image.data[..., 0], spec.to_values(labels), None,
-                          output_dir / "overlays", case_id, values, num_slices=overlay_slices)
+                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices)
         if progress is not None:
             progress(case_id)
     return written
