@@ -45,6 +45,15 @@ def peak_gflops(facts: dict, precision: str) -> float:
     return facts["cores"] * facts["mhz"] / 1e3 * FLOPS_PER_CYCLE[precision]
 
 
+def peak_rss_mib() -> float:
+    """This process's resident-memory high-water mark (VmHWM; unlike ru_maxrss it is not
+    inherited from the parent across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measured_matmul_gflops(precision: str, size: int = 2048, repeats: int = 5) -> float:
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
@@ -110,7 +119,7 @@ def inference(args: argparse.Namespace, run_dir: Path) -> dict:
         times.append(time.perf_counter() - start)
     return {"volumes": len(images), "seconds_per_volume_mean": sum(times) / len(times),
             "seconds_per_volume_max": max(times),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": peak_rss_mib()}
 
 
 def main() -> None:
@@ -133,7 +142,8 @@ def main() -> None:
     facts = machine()
     record = {"command": " ".join(["python"] + sys.argv), "machine": facts,
               "peak_gflops": {p: peak_gflops(facts, p) for p in FLOPS_PER_CYCLE},
-              "peak_derivation": f"{facts['cores']} cores x {facts['mhz']:.0f} MHz x FLOP/cycle "
+              "peak_derivation": f"{facts['cores']} cores x {facts['mhz']:.0f} MHz (/proc/cpuinfo; "
+                                 f"the boost clock of this VM is not visible) x FLOP/cycle "
                                  f"{FLOPS_PER_CYCLE} (Zen 4: two 256-bit FMA pipes)",
               "matmul_gflops": {p: measured_matmul_gflops(p) for p in FLOPS_PER_CYCLE},
               "precision": args.precision, "channels_last": args.channels_last, "train": {}}
@@ -141,7 +151,9 @@ def main() -> None:
         trainer = trainer_for(method, args, run_dir / method)
         result = time_steps(trainer, args.steps)
         result["fraction_of_peak"] = result["achieved_gflops"] / record["peak_gflops"][args.precision]
-        result["peak_rss_mib_so_far"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["fraction_of_matmul"] = (result["achieved_gflops"]
+                                        / record["matmul_gflops"][args.precision])
+        result["peak_rss_mib_so_far"] = peak_rss_mib()
         record["train"][method] = result
         if method == "pce":
             run_dir.mkdir(parents=True, exist_ok=True)
