@@ -25,15 +25,16 @@ def row(r: dict) -> str:
     dice = " | ".join(f"{mean[c]['dice']:.3f} ± {std[c]['dice']:.3f}" for c in CLASSES)
     hd = " | ".join(f"{mean[c]['hd95']:.1f}" for c in CLASSES)
     paper = PAPER_FEW5.get(r["method"]) if r["setting"] == "few5" else None
-    return (f"| {r['method']} | {r['setting']} | {r['budget_minutes']:g} | {r['steps']} | "
+    flags = ", ".join(f for f in ("nonzero_mask",) if r["config"].get(f)) or "-"
+    return (f"| {r['method']} | {r['setting']} | {flags} | {r['budget_minutes']:g} | {r['steps']} | "
             f"{r['best_val_mean_dice']:.3f} | {dice} | **{r['test_mean_foreground_dice']:.3f}** | "
             f"{'' if paper is None else f'{paper:.3f}'} | {hd} | {r['commit'][:10]} |")
 
 
 def table(results: list[dict]) -> str:
-    head = ("| method | setting | budget (min) | steps | best val Dice | test Dice RV | Myo | LV | "
+    head = ("| method | setting | options | budget (min) | steps | best val Dice | test Dice RV | Myo | LV | "
             "**test mean Dice** | paper | HD95 RV (mm) | Myo | LV | commit |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head] + [row(r) for r in results])
 
 
