@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -46,7 +47,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def run(args: argparse.Namespace, data: Path) -> dict:
-    name = f"mscmr_{args.setting}_{args.method}_{args.minutes:g}min"
+    model = (json.loads(args.options) if args.options else {}).get("model", "unet")
+    tag = "" if model == "unet" else f"_{model}"
+    name = f"mscmr_{args.setting}_{args.method}{tag}_{args.minutes:g}min"
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / name
     if args.evaluate_only:  # a finished run: take its configuration and outcome from its files
         cfg = TrainConfig.from_file(run_dir / "config.json")
@@ -84,6 +87,9 @@ def run(args: argparse.Namespace, data: Path) -> dict:
             "train_source_slices_per_s_median": round(
                 statistics.median(r["slices_per_s"] for r in steps), 2),
             "test_predict_wall_s": round(predict_wall, 1),
+            "test_predict_s_per_volume": round(predict_wall / len(summary["cases"]), 2)
+            if summary.get("cases") else None,
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "test_mean": summary["mean"], "test_std": summary["std"],
             "test_mean_foreground_dice": summary["mean_foreground_dice"],
             "val_curve_minutes_dice": [(round(r["elapsed"] / 60, 2), r["mean_dice"])

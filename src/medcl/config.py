@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .models.registry import MODEL_REGISTRY
 
 SUPERVISIONS = ("scribble", "dense")
 METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")
@@ -20,9 +21,10 @@ DEVICES = ("auto", "cpu", "cuda")
 
 
 _NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_weight": 0.0,
-             "global_weight": 0.0, "local_weight": 0.0, "intra_mix": False}
+             "global_weight": 0.0, "local_weight": 0.0, "prompt_consistency_weight": 0.0,
+             "intra_mix": False}
 _MIX = {"mix_pce_weight": 1.0, "mix_consistency_weight": 1.0, "intra_mix": True}
-_CLUSTER = {"global_weight": 1.0, "local_weight": 1.0}
+_CLUSTER = {"global_weight": 1.0, "local_weight": 1.0, "prompt_consistency_weight": 1.0}
 #: what each --method sets for the options left unset (None); docs/method.md explains the rows.
 METHOD_PRESETS: dict[str, dict] = {
     "pce": {**_NO_MEDCL, "dice_weight": 0.0, "labelled_fraction": 1.0},
@@ -67,10 +69,29 @@ class TrainConfig:
     flip_prob: float = _opt(0.5, "probability of each flip")
     rot90: bool = _opt(True, "random multiples of 90 degree rotation")
     # model
-    model: str = _opt("unet", "model name from the registry")
+    model: str = _opt("unet", "model from the registry (UNets; SAM-family segmenters with "
+                      "learned class prompts, docs/sam.md)", choices=tuple(MODEL_REGISTRY))
     widths: list[int] | None = _opt(None, "UNet channel widths per level (default: the model's)")
     norm: str = _opt("batch", "normalisation layer", choices=("batch", "instance", "group", "none"))
     dropout: float = _opt(0.0, "Dropout2d probability inside every UNet conv block")
+    sam_checkpoint: str | None = _opt("auto", "SAM models: weights file in the SAM/MedSAM "
+                                      "format, auto (the installed LiteMedSAM weights) or none")
+    sam_encoder: str = _opt("frozen", "SAM models: frozen (embeddings cached), partial (last "
+                            "stage + neck train) or full image encoder",
+                            choices=("frozen", "partial", "full"))
+    sam_prompt_tokens: int = _opt(2, "SAM models: learned tokens per class prompt")
+    sam_cache_size: int = _opt(2048, "SAM models: embeddings kept by the frozen encoder's cache")
+    sam_resize: str = _opt("shrink", "SAM models: shrink (only slices larger than the encoder "
+                           "input are scaled down; the spacing is kept) or longest (every slice's "
+                           "longest side to the input size, LiteMedSAM's rule)",
+                           choices=("shrink", "longest"))
+    crop_mode: str = _opt("random", "training crops: random position, or center (the same "
+                          "input every time a slice is drawn: what the frozen SAM cache needs)",
+                          choices=("random", "center"))
+    mix_space: str = _opt("auto", "where MedCL mixes: image, or embedding (SAM: mix the image "
+                          "embeddings, so a frozen encoder's cache keeps working); auto: "
+                          "embedding for a frozen SAM encoder, image otherwise",
+                          choices=("auto", "image", "embedding"))
     # method and losses (None: the --method preset's value, see docs/method.md)
     method: str = _opt("pce", "method preset: pce baseline, the ablation rows mix / cluster / "
                        "mix_cluster, or the full medcl", choices=METHODS)
@@ -83,6 +104,9 @@ class TrainConfig:
     existence_weight: float | None = _opt(None, "weight of the class-tag existence loss")
     global_weight: float | None = _opt(None, "weight of the global (batch) clustering loss")
     local_weight: float | None = _opt(None, "weight of the local (two-view) clustering loss")
+    prompt_consistency_weight: float | None = _opt(
+        None, "SAM models: weight of the agreement between the union prompt's mask and the sum "
+        "of the single-class prompts' foreground probabilities (plus pCE of the union mask)")
     intra_mix: bool | None = _opt(None, "blend each view with a rotated copy outside a box "
                                   "(off: views are plain rotations)")
     intra_max_angle: float = _opt(30.0, "intra-mix rotation range in degrees (authors' code: 180)")
@@ -161,6 +185,8 @@ class TrainConfig:
             raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction <= 1:
             raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
+            raise ConfigError("sam_prompt_tokens must be >= 1 and sam_cache_size >= 0")
         if self.num_scribbled is not None and self.scribbled_cases:
             raise ConfigError("give num_scribbled or scribbled_cases, not both")
 

@@ -18,7 +18,9 @@ from .errors import ConfigError, DataError
 from .io import Volume, check_same_geometry, load_image, load_nifti
 from .labels import LabelSpec
 from .preprocessing import PreprocessConfig, field_of_view, image_to_slices, labels_to_slices
-from .transforms import random_crop
+from .transforms import center_crop_or_pad, random_crop
+
+CROP_MODES = ("random", "center")
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,11 @@ class SliceSampler:
     """
 
     def __init__(self, cases: Sequence[PreparedCase], *, crop_size: tuple[int, int],
-                 ignore_index: int, labelled_fraction: float, generator: torch.Generator) -> None:
+                 ignore_index: int, labelled_fraction: float, generator: torch.Generator,
+                 crop_mode: str = "random") -> None:
+        if crop_mode not in CROP_MODES:
+            raise ConfigError(f"unknown crop_mode {crop_mode!r}; valid: {', '.join(CROP_MODES)}")
+        self.crop_mode = crop_mode
         if not 0 < labelled_fraction <= 1:
             raise ConfigError(f"labelled_fraction must be in (0, 1], got {labelled_fraction}")
         self.cases = list(cases)
@@ -170,8 +176,12 @@ class SliceSampler:
             case = self.cases[ci]
             lab = case.labels[z] if case.labels is not None else torch.full(
                 case.image.shape[-2:], self.ignore_index, dtype=torch.long)
-            img, lab = random_crop(case.image[z], lab, self.crop_size,
-                                   ignore_index=self.ignore_index, generator=self.generator)
+            if self.crop_mode == "center":
+                img, lab = center_crop_or_pad(case.image[z], lab, self.crop_size,
+                                              ignore_index=self.ignore_index)
+            else:
+                img, lab = random_crop(case.image[z], lab, self.crop_size,
+                                       ignore_index=self.ignore_index, generator=self.generator)
             images.append(img)
             labels.append(lab)
             tags.append(case.tags[z])

@@ -70,7 +70,10 @@ class Predictor:
             path = checkpoint_path(run_dir, "last")
         state = load_checkpoint(path)
         spec = LabelSpec.from_dict(state["label_spec"], source=str(path))
-        model = build_model(**state["model_kwargs"])
+        kwargs_model = dict(state["model_kwargs"])
+        if "checkpoint" in kwargs_model:  # pretrained weights: the run's state dict holds them
+            kwargs_model["checkpoint"] = None
+        model = build_model(**kwargs_model)
         model.load_state_dict(state["model"])
         cfg = state["config"]
         model = FastForward(model, precision=precision or cfg.get("precision", "fp32"),

@@ -14,15 +14,18 @@ float.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .clustering import (AnatomyProjector, PrototypeClustering, anatomy_maps,
                          global_cluster_loss, nt_xent)
 from .config import TrainConfig
 from .distributed import gather_with_grad
+from .errors import ConfigError
 from .losses import (DiceLoss, PartialCrossEntropy, SupervisedLoss, existence_loss,
                      mix_consistency_loss, one_hot, soft_dice_loss, soft_partial_ce)
 from .mixing import InterImageMix, IntraImageMix
+from .models import SAM_MODELS
 
 BACKGROUND = 0
 
@@ -102,6 +105,14 @@ class MedCLObjective(nn.Module):
                 self.prototypes = PrototypeClustering(code_dim=cfg.code_dim,
                                                       num_prototypes=cfg.num_prototypes)
         self.temperature = cfg.temperature
+        is_sam = cfg.model in SAM_MODELS
+        self.w["prompt_consistency"] = (cfg.prompt_consistency_weight or 0.0) if is_sam else 0.0
+        self.use_union = bool(self.w["prompt_consistency"])
+        self.feature_mix = cfg.mix_space == "embedding" or (
+            cfg.mix_space == "auto" and is_sam and cfg.sam_encoder == "frozen")
+        if self.feature_mix and not is_sam:
+            raise ConfigError(f"mix_space='embedding' needs a SAM model ({', '.join(SAM_MODELS)}), "
+                              f"got {cfg.model!r}")
 
     def _scribble_terms(self, logits: Tensor, probs: Tensor, targets: Tensor, tags: Tensor,
                         prefix: str = "") -> dict[str, Tensor]:
@@ -126,13 +137,30 @@ class MedCLObjective(nn.Module):
                 "local": nt_xent(individual[:batch].flatten(1), individual[batch:].flatten(1),
                                  temperature=self.temperature)}
 
+    def _prompt_terms(self, probs: Tensor, union_logits: Tensor, targets: Tensor
+                      ) -> dict[str, Tensor]:
+        """SAM's prompt-level anatomy consistency: the union prompt's foreground probability
+        ``sigmoid(u)`` agrees with the summed single-class probabilities ``sum_{c>=1} P_c``
+        (mean squared difference), and the union mask gets a binary pCE on scribbled pixels."""
+        fg_sum = probs[:, 1:].sum(1, keepdim=True)
+        union = union_logits.sigmoid()
+        labelled = (targets.sum(1, keepdim=True) > 0).to(union_logits.dtype)
+        fg_target = targets[:, 1:].sum(1, keepdim=True)
+        bce = F.binary_cross_entropy_with_logits(union_logits, fg_target, reduction="none")
+        return {"prompt_consistency": (union - fg_sum).pow(2).mean(),
+                "union_pce": (bce * labelled).sum() / labelled.sum().clamp(min=1.0)}
+
     def forward(self, model: nn.Module, batch: dict, generator: torch.Generator
                 ) -> tuple[Tensor, dict[str, float]]:
         image, labels = batch["image"], batch["labels"]
         tags = batch["tags"].clone()
         tags[:, BACKGROUND] = True
         targets = one_hot(labels, self.num_classes, self.ignore_index)
-        views = self.intra(image, targets, generator=generator)
+        size = tuple(image.shape[-2:])
+        # embedding-space mixing (frozen SAM encoder): the views and mixes are made of the
+        # cached image embeddings; the targets are mixed on the pixel grid alike
+        source = model(image, stage="encode") if self.feature_mix else image
+        views = self.intra(source, targets, generator=generator)
         view_tags = tags[views.source.to(tags.device)]
         n_views = views.image.shape[0]
         inputs = views.image
@@ -141,10 +169,16 @@ class MedCLObjective(nn.Module):
             inputs = torch.cat([views.image, InterImageMix.mix(views.image, partner, lam)])
         # one forward pass for the views and their mix: the mixed images depend on the inputs
         # only, so both predictions come from a single (larger, faster) batch
-        all_logits = model(inputs)
+        kwargs = {"stage": "decode", "size": size} if self.feature_mix else {}
+        if self.use_union:
+            kwargs["return_union"] = True
+        out = model(inputs, **kwargs)
+        all_logits, all_union = out if self.use_union else (out, None)
         logits = all_logits[:n_views]
         probs = logits.softmax(1)
         terms = self._scribble_terms(logits, probs, views.targets, view_tags)
+        if self.use_union:
+            terms.update(self._prompt_terms(probs, all_union[:n_views], views.targets))
         if self.use_inter:
             mixed_logits = all_logits[n_views:]
             mixed_probs = mixed_logits.softmax(1)
@@ -162,6 +196,8 @@ class MedCLObjective(nn.Module):
     def _weight(self, term: str) -> float:
         if term == "mix_existence":
             return self.w["existence"]
+        if term == "union_pce":
+            return self.w["pce"]
         return self.w[term]
 
 

@@ -148,12 +148,18 @@ class IntraImageMix:
         """Make two views of each image.
 
         Args:
-            image: ``(B, C, H, W)``.
+            image: ``(B, C, h, w)``: images, or feature maps (e.g. SAM image embeddings) on a
+                coarser grid of the same aspect ratio as the targets.
             targets: ``(B, K, H, W)`` soft targets (all-zero where unlabelled).
+
+        Rotations act in normalised coordinates, so both grids turn alike; the box is chosen on
+        the target grid and scaled to the image grid.
         """
-        if image.shape[0] != targets.shape[0] or image.shape[-2:] != targets.shape[-2:]:
-            raise ValueError(f"image {tuple(image.shape)} and targets {tuple(targets.shape)} differ")
-        batch, height, width = image.shape[0], image.shape[-2], image.shape[-1]
+        if image.shape[0] != targets.shape[0] or (
+                image.shape[-2] * targets.shape[-1] != image.shape[-1] * targets.shape[-2]):
+            raise ValueError(f"image {tuple(image.shape)} and targets {tuple(targets.shape)} "
+                             "differ in batch size or aspect ratio")
+        batch, height, width = targets.shape[0], targets.shape[-2], targets.shape[-1]
         n = 2 * batch
         source = torch.arange(batch).repeat(2)
         angles = (2 * torch.rand(2, n, generator=generator) - 1) * self.max_angle
@@ -168,9 +174,14 @@ class IntraImageMix:
         y_keep, y_other = rotate(y, rot[0], mode="nearest"), rotate(y, rot[1], mode="nearest")
         boxes = self._roi_boxes(y_keep, fallback) if self.box == "roi" else fallback
         inside = box_masks(boxes.to(image.device), height, width)
+        inside_x = inside
+        if image.shape[-2:] != targets.shape[-2:]:
+            ratio = image.shape[-2] / height
+            boxes_x = torch.cat([(boxes[:, :2] * ratio).floor(), (boxes[:, 2:] * ratio).ceil()], 1)
+            inside_x = box_masks(boxes_x.long().to(image.device), *image.shape[-2:])
         blend_x = lam * x_keep + (1 - lam) * x_other
         blend_y = lam * y_keep + (1 - lam) * y_other
-        return MixedViews(image=inside * x_keep + (1 - inside) * blend_x,
+        return MixedViews(image=inside_x * x_keep + (1 - inside_x) * blend_x,
                           targets=inside * y_keep + (1 - inside) * blend_y, source=source)
 
 

@@ -87,10 +87,14 @@ class FastForward(nn.Module):
         if channels_last:
             model.to(memory_format=torch.channels_last)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, **kwargs):
+        """``kwargs`` go to the wrapped model (e.g. a SAM segmenter's ``stage``); every tensor
+        it returns comes back as contiguous float32."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=x.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
-            out = self.model(x)
+            out = self.model(x, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(o.float().contiguous() for o in out)
         return out.float().contiguous()

@@ -90,7 +90,7 @@ class Trainer:
         self.sampler = SliceSampler(data.train, crop_size=(cfg.crop_size, cfg.crop_size),
                                     ignore_index=spec.ignore_index,
                                     labelled_fraction=cfg.labelled_fraction,
-                                    generator=self.data_generator)
+                                    generator=self.data_generator, crop_mode=cfg.crop_mode)
         self.predictor = Predictor(self.network, spec, data.preprocess, device=self.device,
                                    batch_size=cfg.infer_batch_size)
         self.state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None,
@@ -135,9 +135,10 @@ class Trainer:
         """This process's shard of the global batch, augmented, on the device."""
         cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
         batch = self.sampler.sample(cfg.batch_size * world)
-        batch["image"], batch["labels"] = self.augment(batch["image"], batch["labels"],
-                                                       ignore_index=self.spec.ignore_index,
-                                                       generator=self.data_generator)
+        if not self.augment.is_identity:  # resampling would change bits a cache keys on
+            batch["image"], batch["labels"] = self.augment(batch["image"], batch["labels"],
+                                                           ignore_index=self.spec.ignore_index,
+                                                           generator=self.data_generator)
         shard = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
         return {k: v[shard].to(self.device, non_blocking=True) for k, v in batch.items()}
 

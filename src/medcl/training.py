@@ -25,6 +25,7 @@ from .errors import ConfigError, DataError
 from .inference import Predictor
 from .labels import LabelSpec
 from .metrics import dice
+from .models import SAM_MODELS
 from .preprocessing import PreprocessConfig
 from .runtime import set_threads
 
@@ -99,8 +100,14 @@ def validate(predictor: Predictor, cases: list[PreparedCase]) -> dict:
 
 
 def model_kwargs(cfg: TrainConfig, spec: LabelSpec) -> dict:
-    kwargs = {"name": cfg.model, "in_channels": spec.in_channels, "num_classes": spec.num_classes,
-              "norm": cfg.norm, "dropout": cfg.dropout}
+    kwargs = {"name": cfg.model, "in_channels": spec.in_channels, "num_classes": spec.num_classes}
+    if cfg.model in SAM_MODELS:
+        checkpoint = None if cfg.sam_checkpoint in (None, "none") else cfg.sam_checkpoint
+        return {**kwargs, "checkpoint": checkpoint, "encoder": cfg.sam_encoder,
+                "num_prompt_tokens": cfg.sam_prompt_tokens,
+                "union_prompt": bool(cfg.prompt_consistency_weight),
+                "cache_size": cfg.sam_cache_size, "resize": cfg.sam_resize}
+    kwargs.update(norm=cfg.norm, dropout=cfg.dropout)
     if cfg.widths:
         kwargs["widths"] = list(cfg.widths)
     return kwargs

