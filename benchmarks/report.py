@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 #: mean test Dice reported in the paper (docs of the method), for the few-scribble setting.
-PAPER_FEW5 = {"pce": 0.157, "medcl": 0.832}
+PAPER_FEW5 = {("pce", "unet"): 0.157, ("medcl", "unet"): 0.832, ("medcl", "lite_medsam"): 0.805}
 CLASSES = ("RV", "Myo", "LV")
 
 
@@ -24,17 +24,19 @@ def row(r: dict) -> str:
     mean, std = r["test_mean"], r["test_std"]
     dice = " | ".join(f"{mean[c]['dice']:.3f} ± {std[c]['dice']:.3f}" for c in CLASSES)
     hd = " | ".join(f"{mean[c]['hd95']:.1f}" for c in CLASSES)
-    paper = PAPER_FEW5.get(r["method"]) if r["setting"] == "few5" else None
-    flags = ", ".join(f for f in ("nonzero_mask",) if r["config"].get(f)) or "-"
-    return (f"| {r['method']} | {r['setting']} | {flags} | {r['budget_minutes']:g} | {r['steps']} | "
+    model = r["config"].get("model", "unet")
+    paper = PAPER_FEW5.get((r["method"], model)) if r["setting"] == "few5" else None
+    flags = ", ".join([f for f in ("nonzero_mask",) if r["config"].get(f)]
+                      + [f"batch {r['config']['batch_size']}", f"{r.get('threads', 2)} thr"])
+    return (f"| {r['method']} | {model} | {r['setting']} | {flags} | {r['budget_minutes']:g} | {r['steps']} | "
             f"{r['best_val_mean_dice']:.3f} | {dice} | **{r['test_mean_foreground_dice']:.3f}** | "
             f"{'' if paper is None else f'{paper:.3f}'} | {hd} | {r['commit'][:10]} |")
 
 
 def table(results: list[dict]) -> str:
-    head = ("| method | setting | options | budget (min) | steps | best val Dice | test Dice RV | Myo | LV | "
+    head = ("| method | model | setting | options | budget (min) | steps | best val Dice | test Dice RV | Myo | LV | "
             "**test mean Dice** | paper | HD95 RV (mm) | Myo | LV | commit |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head] + [row(r) for r in results])
 
 
@@ -48,12 +50,13 @@ def plot(results: list[dict], path: Path) -> None:
     for r in results:
         curve = [(m, d) for m, d in r["val_curve_minutes_dice"] if d is not None]
         ax.plot([m for m, _ in curve], [d for _, d in curve], marker="o", ms=3,
-                label=f"{r['method']} ({r['setting']})")
+                label=f"{r['method']} {r['config'].get('model', 'unet')} ({r['setting']}, "
+                      f"{r['budget_minutes']:g} min)")
     ax.set_xlabel("wall-clock training minutes (2-core CPU)")
     ax.set_ylabel("validation mean 3D Dice (5 volumes)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -65,7 +68,8 @@ def main() -> None:
     for r in results:
         print(f"- `{r['name']}`: `{r['command']}` (commit {r['commit']}, started {r['started']}, "
               f"training {r['train_wall_s'] / 60:.1f} min wall, {r['train_source_slices_per_s_median']} "
-              f"source slices/s median, test prediction {r['test_predict_wall_s']} s for 15 volumes)")
+              f"source slices/s median, test prediction {r['test_predict_wall_s']} s for 15 volumes"
+              + (f", peak RSS {r['peak_rss_gib']} GiB" if "peak_rss_gib" in r else "") + ")")
 
 
 if __name__ == "__main__":

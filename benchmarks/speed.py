@@ -133,11 +133,23 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "train", "infer"), default="all")
     parser.add_argument("--run", default=str(REPO / "runs" / "speed"),
                         help="scratch run folder (a checkpoint for the inference part)")
+    parser.add_argument("--save", help="with --part infer: also write "
+                        "benchmarks/results/speed_infer_SAVE.json (e.g. for a trained SAM run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run)
     if args.part == "infer":  # separate process, so its peak memory is its own
-        print(json.dumps(inference(args, run_dir)))
+        result = inference(args, run_dir)
+        if args.save:
+            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                    text=True).stdout.strip()
+            model = json.loads((run_dir / "config.json").read_text()).get("model", "unet")
+            record = {"command": " ".join(["python"] + sys.argv), "commit": commit,
+                      "torch": torch.__version__, "threads": args.threads, "machine": machine(),
+                      "model": model, "precision": args.precision, "inference": result}
+            out = REPO / "benchmarks" / "results" / f"speed_infer_{args.save}.json"
+            out.write_text(json.dumps(record, indent=1) + "\n")
+        print(json.dumps(result))
         return
     facts = machine()
     record = {"command": " ".join(["python"] + sys.argv), "machine": facts,
