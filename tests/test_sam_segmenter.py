@@ -147,9 +147,12 @@ def test_embedding_mix_needs_a_sam_model():
         MedCLObjective(cfg, num_classes=4, ignore_index=4)
 
 
-@pytest.mark.parametrize("method", ["pce", "medcl"])
-def test_sam_trains_resumes_and_predicts(tiny_dataset, tmp_path, method):
-    cfg = _sam_cfg(tiny_dataset, method=method, num_scribbled=2, iterations=4, val_interval=2)
+@pytest.mark.parametrize("method,encoder", [("pce", "frozen"), ("medcl", "frozen"),
+                                            ("medcl", "partial")])
+def test_sam_trains_and_predicts(tiny_dataset, tmp_path, method, encoder):
+    """Frozen: cached embeddings mixed in embedding space; partial: images mixed and encoded."""
+    cfg = _sam_cfg(tiny_dataset, method=method, num_scribbled=2, iterations=4, val_interval=2,
+                   sam_encoder=encoder)
     run = tmp_path / "run"
     train(cfg, run)
     records = [json.loads(x) for x in (run / "metrics.jsonl").open()]
