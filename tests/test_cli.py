@@ -148,3 +148,27 @@ def test_console_entry_exit_code(tmp_path):
                            str(tmp_path / "pred")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "folder not found" in proc.stderr
+
+
+def test_sam_train_and_a_mismatched_checkpoint(tiny_dataset, tmp_path, capsys):
+    """``--model sam_tiny`` trains from the CLI; a checkpoint of another size is refused with
+    one line that names the file and the disagreeing shapes."""
+    import torch
+
+    from medcl.models.sam import build_sam_tiny
+
+    sam_flags = ["--model", "sam_tiny", "--crop-size", "64", "--crop-mode", "center",
+                 "--rotate-degrees", "0", "--scale-min", "1", "--scale-max", "1",
+                 "--flip-prob", "0", "--no-rot90", "--batch-size", "2", "--iterations", "2",
+                 "--val-interval", "0", "--num-threads", "1", "--device", "cpu"]
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(tmp_path / "ok"),
+                 "--sam-checkpoint", "none", *sam_flags]) == 0
+    state = build_sam_tiny(encoder="vit").state_dict()  # a ViT encoder where TinyViT is expected
+    bad = tmp_path / "other.pth"
+    torch.save(state, bad)
+    capsys.readouterr()
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(tmp_path / "bad"),
+                 "--sam-checkpoint", str(bad), *sam_flags]) == 2
+    line = _one_line_error(capsys, str(bad))
+    assert "missing" in line or "unexpected" in line
+    assert not (tmp_path / "bad" / "checkpoints").exists()
