@@ -51,8 +51,9 @@ def plot(results: list[dict], path: Path) -> None:
         curve = [(m, d) for m, d in r["val_curve_minutes_dice"] if d is not None]
         ax.plot([m for m, _ in curve], [d for _, d in curve], marker="o", ms=3,
                 label=f"{r['method']} {r['config'].get('model', 'unet')} ({r['setting']}, "
-                      f"{r['budget_minutes']:g} min)")
-    ax.set_xlabel("wall-clock training minutes (2-core CPU)")
+                      f"{r['budget_minutes']:g} min, {r.get('threads', 2)} thr"
+                      f"{', nonzero mask' if r['config'].get('nonzero_mask') else ''})")
+    ax.set_xlabel("wall-clock training minutes (2-core CPU; thr = torch threads of the run)")
     ax.set_ylabel("validation mean 3D Dice (5 volumes)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
