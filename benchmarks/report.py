@@ -27,6 +27,9 @@ def row(r: dict) -> str:
     model = r["config"].get("model", "unet")
     paper = PAPER_FEW5.get((r["method"], model)) if r["setting"] == "few5" else None
     flags = ", ".join([f for f in ("nonzero_mask",) if r["config"].get(f)]
+                      + ([f"labelled_fraction {r['config']['labelled_fraction']}"]
+                         if r["method"] != "pce" and r["config"].get("labelled_fraction") == 1.0
+                         else [])
                       + [f"batch {r['config']['batch_size']}", f"{r.get('threads', 2)} thr"])
     return (f"| {r['method']} | {model} | {r['setting']} | {flags} | {r['budget_minutes']:g} | {r['steps']} | "
             f"{r['best_val_mean_dice']:.3f} | {dice} | **{r['test_mean_foreground_dice']:.3f}** | "
