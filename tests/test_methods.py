@@ -85,3 +85,29 @@ def test_short_medcl_run_decreases_its_loss(tiny_dataset, tmp_path):
     losses = [r["loss"] for r in records if r["event"] == "step"]
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
     assert last < 0.9 * first, (first, last)
+
+
+def test_supervised_only_step_is_the_scribble_loss():
+    cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
+                      dice_weight=0.5)
+    objective = MedCLObjective(cfg, num_classes=4, ignore_index=4)
+    objective.supervised_only = True
+    reference = build_objective(TrainConfig(method="pce", dice_weight=0.5), num_classes=4,
+                                ignore_index=4)
+    model = build_model("unet", in_channels=1, num_classes=4, widths=[4, 8])
+    loss, terms = objective(model, _batch(), torch.Generator().manual_seed(0))
+    expected, _ = reference(model, _batch(), torch.Generator().manual_seed(0))
+    assert set(terms) == {"pce", "dice", "loss"}
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_supervised_warmup_switches_medcl_terms_on(tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_dataset, method="medcl", num_scribbled=2, iterations=12,
+                      val_interval=0, log_interval=1, supervised_warmup=0.5,
+                      head_grid=4, head_hidden=16, code_dim=8, crop_size=32)
+    train(cfg, tmp_path / "run")
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
+    steps = [r for r in records if r["event"] == "step"]
+    assert [("global" in r) for r in steps] == [False] * 6 + [True] * 6
+    with pytest.raises(Exception, match="supervised_warmup"):
+        TrainConfig(method="medcl", supervised_warmup=1.0)

@@ -131,6 +131,11 @@ class TrainConfig:
     labelled_fraction: float | None = _opt(None, "share of each batch drawn from scribbled "
                                            "slices when unlabelled slices are used "
                                            "(default: 0.5 for methods that use them)")
+    supervised_warmup: float = _opt(0.0, "share of training (of the wall-clock budget with "
+                                    "max_minutes, else of the iterations) spent on the scribble "
+                                    "loss alone (one view of scribbled slices, no mixing or "
+                                    "clustering) before the other MedCL terms switch on; 0: from "
+                                    "the first step, as in the paper")
     # optimisation
     batch_size: int = _opt(8, "slices per batch")
     lr: float = _opt(1e-3, "peak learning rate (AdamW)")
@@ -185,6 +190,8 @@ class TrainConfig:
             raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction <= 1:
             raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if not 0 <= self.supervised_warmup < 1:
+            raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
         if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
             raise ConfigError("sam_prompt_tokens must be >= 1 and sam_cache_size >= 0")
         if self.num_scribbled is not None and self.scribbled_cases:

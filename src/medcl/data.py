@@ -164,10 +164,15 @@ class SliceSampler:
             return pool[:0]
         return pool[torch.randint(len(pool), (n,), generator=self.generator)]
 
-    def sample(self, batch_size: int) -> dict[str, torch.Tensor]:
-        """A batch: ``image (B, C, h, w)`` float, ``labels (B, h, w)`` long, ``tags (B, K)``."""
+    def sample(self, batch_size: int, *, labelled_only: bool = False
+               ) -> dict[str, torch.Tensor]:
+        """A batch: ``image (B, C, h, w)`` float, ``labels (B, h, w)`` long, ``tags (B, K)``.
+
+        ``labelled_only`` draws every slice from the labelled pool whatever ``labelled_fraction``
+        is (the supervised warm-up of a MedCL run).
+        """
         n_unlabelled = 0
-        if len(self.unlabelled) and self.labelled_fraction < 1:
+        if len(self.unlabelled) and self.labelled_fraction < 1 and not labelled_only:
             n_unlabelled = batch_size - max(1, round(self.labelled_fraction * batch_size))
         picks = torch.cat([self._draw(self.labelled, batch_size - n_unlabelled),
                            self._draw(self.unlabelled, n_unlabelled)])

@@ -77,6 +77,10 @@ class MedCLObjective(nn.Module):
        NT-Xent between the individual codes of the two views of each image (or the prototype
        form).
 
+    With ``supervised_only`` set (the trainer sets it during ``supervised_warmup``), a step is
+    the scribble loss alone on the source images: ``pce_weight`` x pCE + ``dice_weight`` x Dice,
+    one forward pass of ``B`` slices.
+
     Args:
         cfg: the training configuration (weights and mixing/clustering options).
         num_classes: ``K``; ``ignore_index`` marks unlabelled pixels.
@@ -105,6 +109,7 @@ class MedCLObjective(nn.Module):
                 self.prototypes = PrototypeClustering(code_dim=cfg.code_dim,
                                                       num_prototypes=cfg.num_prototypes)
         self.temperature = cfg.temperature
+        self.supervised_only = False
         is_sam = cfg.model in SAM_MODELS
         self.w["prompt_consistency"] = (cfg.prompt_consistency_weight or 0.0) if is_sam else 0.0
         self.use_union = bool(self.w["prompt_consistency"])
@@ -156,6 +161,8 @@ class MedCLObjective(nn.Module):
         tags = batch["tags"].clone()
         tags[:, BACKGROUND] = True
         targets = one_hot(labels, self.num_classes, self.ignore_index)
+        if self.supervised_only:
+            return self._supervised_step(model, image, targets)
         size = tuple(image.shape[-2:])
         # embedding-space mixing (frozen SAM encoder): the views and mixes are made of the
         # cached image embeddings; the targets are mixed on the pixel grid alike
@@ -191,6 +198,16 @@ class MedCLObjective(nn.Module):
         if self.use_clustering:
             terms.update(self._clustering_terms(probs, image.shape[0]))
         loss = sum(self._weight(name) * value for name, value in terms.items())
+        return loss, {**{k: v.item() for k, v in terms.items()}, "loss": loss.item()}
+
+    def _supervised_step(self, model: nn.Module, image: Tensor, targets: Tensor
+                         ) -> tuple[Tensor, dict[str, float]]:
+        logits = model(image)
+        terms = {"pce": soft_partial_ce(logits, targets)}
+        if self.w["dice"]:
+            labelled = (targets.sum(1, keepdim=True) > 0).to(logits.dtype)
+            terms["dice"] = soft_dice_loss(logits.softmax(1), targets, labelled)
+        loss = sum(self.w[name] * value for name, value in terms.items())
         return loss, {**{k: v.item() for k, v in terms.items()}, "loss": loss.item()}
 
     def _weight(self, term: str) -> float:

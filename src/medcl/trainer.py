@@ -21,7 +21,7 @@ from .data import SliceSampler
 from .errors import MedclError
 from .inference import Predictor
 from .io import atomic_write_text
-from .methods import build_objective
+from .methods import MedCLObjective, build_objective
 from .models import build_model
 from .runtime import FastForward, resolve_device, rng_state, seed_everything, set_rng_state
 from .schedule import LRSchedule
@@ -77,7 +77,11 @@ class Trainer:
         self.network = FastForward(self.model, precision=cfg.precision,
                                    channels_last=cfg.channels_last)
         step = TrainStep(self.network, self.objective)
-        self.step_module = DistributedDataParallel(step) if self.dist.enabled else step
+        # the supervised warm-up leaves the objective's heads out of the graph
+        has_heads = any(True for _ in self.objective.parameters())
+        self.step_module = (DistributedDataParallel(
+            step, find_unused_parameters=bool(cfg.supervised_warmup) and has_heads)
+            if self.dist.enabled else step)
         params = list(self.model.parameters()) + list(self.objective.parameters())
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.max_seconds = cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -131,10 +135,16 @@ class Trainer:
         self.emit(record)
 
     # -- loop ---------------------------------------------------------------------------------
-    def next_batch(self) -> dict:
+    def in_supervised_warmup(self) -> bool:
+        """Whether the next step belongs to the ``supervised_warmup`` share of training."""
+        return (isinstance(self.objective, MedCLObjective) and self.cfg.supervised_warmup > 0
+                and self.schedule.progress(self.state["step"], self.state["elapsed_seconds"])
+                < self.cfg.supervised_warmup)
+
+    def next_batch(self, *, labelled_only: bool = False) -> dict:
         """This process's shard of the global batch, augmented, on the device."""
         cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
-        batch = self.sampler.sample(cfg.batch_size * world)
+        batch = self.sampler.sample(cfg.batch_size * world, labelled_only=labelled_only)
         if not self.augment.is_identity:  # resampling would change bits a cache keys on
             batch["image"], batch["labels"] = self.augment(batch["image"], batch["labels"],
                                                            ignore_index=self.spec.ignore_index,
@@ -144,7 +154,13 @@ class Trainer:
 
     def train_step(self) -> tuple[float, dict]:
         lr = self.schedule.step(self.state["step"], self.state["elapsed_seconds"])
-        loss, terms = self.step_module(self.next_batch(), self.step_generator)
+        warmup = self.in_supervised_warmup()
+        if isinstance(self.objective, MedCLObjective):
+            if self.objective.supervised_only and not warmup:
+                log.info("supervised warm-up ended at step %d (%.1f min)", self.state["step"],
+                         self.state["elapsed_seconds"] / 60)
+            self.objective.supervised_only = warmup
+        loss, terms = self.step_module(self.next_batch(labelled_only=warmup), self.step_generator)
         if not torch.isfinite(loss):
             raise MedclError(f"loss became {loss.item()} at step {self.state['step']}; "
                              "lower --lr or check the data")
