@@ -48,7 +48,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def run(args: argparse.Namespace, data: Path) -> dict:
     model = (json.loads(args.options) if args.options else {}).get("model", "unet")
-    tag = "" if model == "unet" else f"_{model}"
+    tag = ("" if model == "unet" else f"_{model}") + (f"_{args.tag}" if args.tag else "")
     name = f"mscmr_{args.setting}_{args.method}{tag}_{args.minutes:g}min"
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / name
     if args.evaluate_only:  # a finished run: take its configuration and outcome from its files
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--setting", choices=list(SETTINGS), default="few5")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--options", help="JSON object of extra TrainConfig options")
+    parser.add_argument("--tag", help="extra word in the result name, for a variant of a row")
     parser.add_argument("--out", default=str(REPO / "runs"))
     parser.add_argument("--run-dir", help="run folder (default: OUT/<name>)")
     parser.add_argument("--evaluate-only", action="store_true",
