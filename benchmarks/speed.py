@@ -4,8 +4,9 @@ inference time and peak memory per MSCMR test volume.
 
     python benchmarks/speed.py --precision bf16 --channels-last
 
-Writes ``benchmarks/results/speed_{precision}.json``. Uses the real MSCMR data
-(``$MEDCL_DATA/MSCMR_dataset``), the few-scribble setting, the README's default model.
+Writes ``benchmarks/results/speed_{precision}[_compile].json`` (``--compile``: torch.compile).
+Uses the real MSCMR data (``$MEDCL_DATA/MSCMR_dataset``), the few-scribble setting, the README's
+default model.
 """
 
 from __future__ import annotations
@@ -72,15 +73,18 @@ def trainer_for(method: str, args: argparse.Namespace, run_dir: Path):
     cfg = TrainConfig(data=str(DATA), labels=str(LABELS), method=method, num_scribbled=5,
                       target_spacing=1.36719, batch_size=args.batch_size,
                       crop_size=args.crop_size, precision=args.precision,
-                      channels_last=args.channels_last, num_threads=args.threads, device="cpu")
+                      channels_last=args.channels_last, compile=args.compile,
+                      num_threads=args.threads, device="cpu")
     data, cfg = load_training_data(cfg)
     return Trainer(cfg, data, run_dir)
 
 
 def time_steps(trainer, steps: int) -> dict:
     trainer.model.train()
-    for _ in range(2):  # warm-up
-        trainer.train_step()
+    start = time.perf_counter()
+    trainer.train_step()  # the first step compiles, with --compile
+    first_step_s = time.perf_counter() - start
+    trainer.train_step()  # warm-up
     data_s = step_s = 0.0
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -94,12 +98,15 @@ def time_steps(trainer, steps: int) -> dict:
         data_s += t1 - t0
         step_s += t2 - t0
     batch = trainer.next_batch()
+    trainer.network.use_compiled = False  # the counter sees eager operators only
     with FlopCounterMode(display=False) as counter:
         loss, _ = trainer.step_module(batch, trainer.step_generator)
         loss.backward()
+    trainer.network.use_compiled = True
     flops = counter.get_total_flops()
     per_step = step_s / steps
-    return {"steps": steps, "seconds_per_step": per_step,
+    return {"steps": steps, "seconds_per_step": per_step, "first_step_s": first_step_s,
+            "compiled": trainer.network._compiled is not None,
             "source_slices_per_s": trainer.cfg.batch_size / per_step,
             "data_share": data_s / step_s, "flops_per_step": flops,
             "achieved_gflops": flops / per_step / 1e9}
@@ -126,6 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=192)
     parser.add_argument("--steps", type=int, default=10)
@@ -158,7 +166,8 @@ def main() -> None:
                                  f"the boost clock of this VM is not visible) x FLOP/cycle "
                                  f"{FLOPS_PER_CYCLE} (Zen 4: two 256-bit FMA pipes)",
               "matmul_gflops": {p: measured_matmul_gflops(p) for p in FLOPS_PER_CYCLE},
-              "precision": args.precision, "channels_last": args.channels_last, "train": {}}
+              "precision": args.precision, "channels_last": args.channels_last,
+              "compile": args.compile, "train": {}}
     for method in ("pce", "medcl"):
         trainer = trainer_for(method, args, run_dir / method)
         result = time_steps(trainer, args.steps)
@@ -177,7 +186,8 @@ def main() -> None:
                            "--precision", args.precision, "--threads", str(args.threads)],
                           capture_output=True, text=True, check=True)
     record["inference_unet"] = json.loads(proc.stdout.strip().splitlines()[-1])
-    out = REPO / "benchmarks" / "results" / f"speed_{args.precision}.json"
+    suffix = "_compile" if args.compile else ""
+    out = REPO / "benchmarks" / "results" / f"speed_{args.precision}{suffix}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
 

@@ -28,3 +28,40 @@ def test_precision_and_device_are_validated():
         with pytest.raises(ConfigError, match="no CUDA GPU is available"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_compiled_forward_matches_eager_and_keeps_the_state_dict():
+    torch.manual_seed(0)
+    model = build_model("unet", in_channels=1, num_classes=3, widths=[4, 8])
+    fast = FastForward(model, compile=True)
+    assert list(fast.state_dict()) == [f"model.{k}" for k in model.state_dict()]
+    x = torch.randn(2, 1, 16, 16)
+    model.eval()  # eval mode runs eagerly (varying inference batches would recompile)
+    with torch.no_grad():
+        eager = fast(x)
+    model.train()
+    compiled = fast(x)
+    compiled.sum().backward()
+    assert fast._compiled is not None  # compiled without falling back
+    fast.use_compiled = False
+    reference = fast(x)
+    assert torch.allclose(compiled, reference, atol=1e-5)
+    assert eager.shape == reference.shape
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_compile_failure_falls_back_to_eager(caplog):
+    model = build_model("unet", in_channels=1, num_classes=3, widths=[4, 8])
+    fast = FastForward(model, compile=True)
+
+    def broken(x):
+        raise RuntimeError("no C++ compiler\nlong trace")
+
+    object.__setattr__(fast, "_compiled", broken)
+    x = torch.randn(2, 1, 16, 16)
+    with caplog.at_level("WARNING"):
+        out = fast(x)
+    assert "torch.compile failed (RuntimeError: no C++ compiler)" in caplog.text
+    assert fast._compiled is None
+    fast.use_compiled = False
+    assert torch.equal(out, fast(x))

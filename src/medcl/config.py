@@ -155,6 +155,8 @@ class TrainConfig:
     precision: str = _opt("fp32", "bf16 runs the network under bf16 autocast (CPU with "
                           "AVX512-BF16 or GPU); losses stay fp32", choices=("fp32", "bf16"))
     channels_last: bool = _opt(False, "channels-last memory layout for the network")
+    compile: bool = _opt(False, "torch.compile the network's training forward (inductor; the "
+                         "first steps compile); falls back to eager with a warning")
     sync_bn: bool = _opt(False, "synchronise batch-norm statistics across torchrun processes")
 
     def __post_init__(self) -> None:

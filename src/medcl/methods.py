@@ -157,12 +157,20 @@ class MedCLObjective(nn.Module):
 
     def forward(self, model: nn.Module, batch: dict, generator: torch.Generator
                 ) -> tuple[Tensor, dict[str, float]]:
+        terms = self.terms(model, batch, generator)
+        loss = sum(self.weight(name) * value for name, value in terms.items())
+        return loss, {**{k: v.item() for k, v in terms.items()}, "loss": loss.item()}
+
+    def terms(self, model: nn.Module, batch: dict, generator: torch.Generator
+              ) -> dict[str, Tensor]:
+        """Every active loss term, unweighted, as a scalar tensor in the graph (``forward``
+        weights and sums them; ``weight(name)`` gives each term's weight)."""
         image, labels = batch["image"], batch["labels"]
         tags = batch["tags"].clone()
         tags[:, BACKGROUND] = True
         targets = one_hot(labels, self.num_classes, self.ignore_index)
         if self.supervised_only:
-            return self._supervised_step(model, image, targets)
+            return self._supervised_terms(model, image, targets)
         size = tuple(image.shape[-2:])
         # embedding-space mixing (frozen SAM encoder): the views and mixes are made of the
         # cached image embeddings; the targets are mixed on the pixel grid alike
@@ -197,20 +205,19 @@ class MedCLObjective(nn.Module):
                 InterImageMix.mix(probs, partner, lam), mixed_probs)
         if self.use_clustering:
             terms.update(self._clustering_terms(probs, image.shape[0]))
-        loss = sum(self._weight(name) * value for name, value in terms.items())
-        return loss, {**{k: v.item() for k, v in terms.items()}, "loss": loss.item()}
+        return terms
 
-    def _supervised_step(self, model: nn.Module, image: Tensor, targets: Tensor
-                         ) -> tuple[Tensor, dict[str, float]]:
+    def _supervised_terms(self, model: nn.Module, image: Tensor, targets: Tensor
+                          ) -> dict[str, Tensor]:
         logits = model(image)
         terms = {"pce": soft_partial_ce(logits, targets)}
         if self.w["dice"]:
             labelled = (targets.sum(1, keepdim=True) > 0).to(logits.dtype)
             terms["dice"] = soft_dice_loss(logits.softmax(1), targets, labelled)
-        loss = sum(self.w[name] * value for name, value in terms.items())
-        return loss, {**{k: v.item() for k, v in terms.items()}, "loss": loss.item()}
+        return terms
 
-    def _weight(self, term: str) -> float:
+    def weight(self, term: str) -> float:
+        """The weight of a term named in ``terms``' output."""
         if term == "mix_existence":
             return self.w["existence"]
         if term == "union_pce":

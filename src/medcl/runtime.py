@@ -64,7 +64,7 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 class FastForward(nn.Module):
-    """Runs a network under bf16 autocast and/or in channels-last memory layout.
+    """Runs a network under bf16 autocast, in channels-last memory layout and/or compiled.
 
     The wrapped network keeps fp32 parameters (so checkpoints are unchanged); outputs are cast
     back to float32 so losses and softmax run in full precision.
@@ -73,10 +73,15 @@ class FastForward(nn.Module):
         model: network mapping ``(B, C, H, W)`` to ``(B, K, H, W)``.
         precision: ``"fp32"`` or ``"bf16"`` (autocast on the input's device type).
         channels_last: convert the network and its inputs to channels-last layout.
+        compile: run the network through ``torch.compile`` while it is in training mode and is
+            called without keyword arguments (validation and inference, whose batch sizes vary,
+            stay eager). Compilation happens at the first call; where it fails (no C++ compiler,
+            an unsupported operation) a warning is logged and the network runs eagerly from then
+            on. ``use_compiled`` switches the compiled path off and on (e.g. to count FLOPs).
     """
 
     def __init__(self, model: nn.Module, *, precision: str = "fp32",
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, compile: bool = False) -> None:
         super().__init__()
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
@@ -86,6 +91,22 @@ class FastForward(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             model.to(memory_format=torch.channels_last)
+        # kept out of the module tree so state dicts and parameter lists are unchanged
+        object.__setattr__(self, "_compiled", torch.compile(model) if compile else None)
+        self.use_compiled = compile
+
+    def _call(self, x: torch.Tensor, kwargs: dict):
+        compiled = self._compiled
+        if compiled is None or not self.use_compiled or kwargs or not self.model.training:
+            return self.model(x, **kwargs)
+        try:
+            return compiled(x)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means: run eagerly
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            log.warning("torch.compile failed (%s: %s); running eagerly", type(exc).__name__,
+                        reason[:200])
+            object.__setattr__(self, "_compiled", None)
+            return self.model(x, **kwargs)
 
     def forward(self, x: torch.Tensor, **kwargs):
         """``kwargs`` go to the wrapped model (e.g. a SAM segmenter's ``stage``); every tensor
@@ -94,7 +115,7 @@ class FastForward(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=x.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
-            out = self.model(x, **kwargs)
+            out = self._call(x, kwargs)
         if isinstance(out, tuple):
             return tuple(o.float().contiguous() for o in out)
         return out.float().contiguous()

@@ -75,7 +75,7 @@ class Trainer:
         self.objective = build_objective(cfg, num_classes=spec.num_classes,
                                          ignore_index=spec.ignore_index).to(self.device)
         self.network = FastForward(self.model, precision=cfg.precision,
-                                   channels_last=cfg.channels_last)
+                                   channels_last=cfg.channels_last, compile=cfg.compile)
         step = TrainStep(self.network, self.objective)
         # the supervised warm-up leaves the objective's heads out of the graph
         has_heads = any(True for _ in self.objective.parameters())

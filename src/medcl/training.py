@@ -35,7 +35,7 @@ CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 #: options that may change when a run is resumed; all others must stay as saved.
 RESUME_OVERRIDABLE = ("iterations", "max_minutes", "device", "num_threads", "val_interval",
-                      "log_interval", "infer_batch_size", "precision", "channels_last")
+                      "log_interval", "infer_batch_size", "precision", "channels_last", "compile")
 
 
 @dataclass
