@@ -61,12 +61,12 @@ def run(args: argparse.Namespace, data: Path) -> dict:
         train_wall = max(r["elapsed"] for r in last)
     else:
         overrides = json.loads(args.options) if args.options else {}
+        options = {"iterations": 1_000_000, **overrides}  # the budget decides, unless given
         cfg = TrainConfig(data=str(data), labels=str(LABELS), method=args.method,
                           num_scribbled=SETTINGS[args.setting],
                           target_spacing=args.target_spacing, max_minutes=args.minutes,
-                          iterations=1_000_000, val_interval=args.val_interval,
-                          num_threads=args.threads, seed=args.seed, device=args.device,
-                          **overrides)
+                          val_interval=args.val_interval, num_threads=args.threads,
+                          seed=args.seed, device=args.device, **options)
         started = time.monotonic()
         result = train(cfg, run_dir)
         train_wall = time.monotonic() - started

@@ -26,11 +26,17 @@ def row(r: dict) -> str:
     hd = " | ".join(f"{mean[c]['hd95']:.1f}" for c in CLASSES)
     model = r["config"].get("model", "unet")
     paper = PAPER_FEW5.get((r["method"], model)) if r["setting"] == "few5" else None
-    flags = ", ".join([f for f in ("nonzero_mask",) if r["config"].get(f)]
-                      + ([f"labelled_fraction {r['config']['labelled_fraction']}"]
-                         if r["method"] != "pce" and r["config"].get("labelled_fraction") == 1.0
+    cfg = r["config"]
+    flags = ", ".join([f for f in ("nonzero_mask",) if cfg.get(f)]
+                      + ([f"labelled_fraction {cfg['labelled_fraction']}"]
+                         if r["method"] != "pce" and cfg.get("labelled_fraction") == 1.0
                          else [])
-                      + [f"batch {r['config']['batch_size']}", f"{r.get('threads', 2)} thr"])
+                      + ([f"supervised_warmup {cfg['supervised_warmup']}"]
+                         if cfg.get("supervised_warmup") else [])
+                      + ([cfg["precision"]] if cfg.get("precision") != "bf16" else [])
+                      + ([f"stops at {cfg['iterations']} steps"]
+                         if cfg.get("iterations", 0) < 100_000 else [])
+                      + [f"batch {cfg['batch_size']}", f"{r.get('threads', 2)} thr"])
     return (f"| {r['method']} | {model} | {r['setting']} | {flags} | {r['budget_minutes']:g} | {r['steps']} | "
             f"{r['best_val_mean_dice']:.3f} | {dice} | **{r['test_mean_foreground_dice']:.3f}** | "
             f"{'' if paper is None else f'{paper:.3f}'} | {hd} | {r['commit'][:10]} |")
@@ -55,7 +61,8 @@ def plot(results: list[dict], path: Path) -> None:
         ax.plot([m for m, _ in curve], [d for _, d in curve], marker="o", ms=3,
                 label=f"{r['method']} {r['config'].get('model', 'unet')} ({r['setting']}, "
                       f"{r['budget_minutes']:g} min, {r.get('threads', 2)} thr"
-                      f"{', nonzero mask' if r['config'].get('nonzero_mask') else ''})")
+                      f"{', nonzero mask' if r['config'].get('nonzero_mask') else ''}"
+                      f"{', warm-up' if r['config'].get('supervised_warmup') else ''})")
     ax.set_xlabel("wall-clock training minutes (2-core CPU; thr = torch threads of the run)")
     ax.set_ylabel("validation mean 3D Dice (5 volumes)")
     ax.set_ylim(0, 1)
