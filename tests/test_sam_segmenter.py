@@ -161,6 +161,7 @@ def test_sam_trains_and_predicts(tiny_dataset, tmp_path, method, encoder):
     if method == "medcl":
         assert {"prompt_consistency", "union_pce", "global", "local"} <= set(steps[0])
     predictor = Predictor.from_run(run, device="cpu")
+    assert predictor.model.model.cache is None  # prediction sees each slice once
     probs = predictor.predict_slices(torch.randn(3, 1, 50, 70))
     assert probs.shape == (3, 4, 50, 70)
     torch.testing.assert_close(probs.sum(1), torch.ones(3, 50, 70))

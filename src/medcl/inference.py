@@ -73,6 +73,8 @@ class Predictor:
         kwargs_model = dict(state["model_kwargs"])
         if "checkpoint" in kwargs_model:  # pretrained weights: the run's state dict holds them
             kwargs_model["checkpoint"] = None
+        if "cache_size" in kwargs_model:  # prediction sees each slice once: nothing to cache
+            kwargs_model["cache_size"] = 0
         model = build_model(**kwargs_model)
         model.load_state_dict(state["model"])
         cfg = state["config"]

@@ -140,7 +140,7 @@ class SamSegmenter(nn.Module):
         self.union_prompt = union_prompt
         n_prompts = num_classes - 1 + int(union_prompt)
         self.prompts = nn.Parameter(self._initial_prompts(n_prompts, num_prompt_tokens))
-        self.cache = EmbeddingCache(cache_size) if encoder == "frozen" else None
+        self.cache = (EmbeddingCache(cache_size) if encoder == "frozen" and cache_size else None)
         self._set_trainable()
 
     @property
