@@ -31,6 +31,8 @@ def row(r: dict) -> str:
                       + ([f"labelled_fraction {cfg['labelled_fraction']}"]
                          if r["method"] != "pce" and cfg.get("labelled_fraction") == 1.0
                          else [])
+                      + ([f"dice_weight {cfg['dice_weight']}"]
+                         if r["method"] == "pce" and cfg.get("dice_weight") else [])
                       + ([f"supervised_warmup {cfg['supervised_warmup']}"]
                          if cfg.get("supervised_warmup") else [])
                       + ([cfg["precision"]] if cfg.get("precision") != "bf16" else [])
@@ -55,14 +57,19 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in results:
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    # time-budgeted rows only (rows stopped by a step count are precision checks)
+    timed = [r for r in results if r["config"].get("iterations", 0) >= 100_000]
+    colours = plt.get_cmap("tab20").colors
+    for i, r in enumerate(timed):
         curve = [(m, d) for m, d in r["val_curve_minutes_dice"] if d is not None]
         ax.plot([m for m, _ in curve], [d for _, d in curve], marker="o", ms=3,
+                color=colours[i % len(colours)],
                 label=f"{r['method']} {r['config'].get('model', 'unet')} ({r['setting']}, "
                       f"{r['budget_minutes']:g} min, {r.get('threads', 2)} thr"
                       f"{', nonzero mask' if r['config'].get('nonzero_mask') else ''}"
-                      f"{', warm-up' if r['config'].get('supervised_warmup') else ''})")
+                      f"{', warm-up' if r['config'].get('supervised_warmup') else ''}"
+                      f"{', + Dice' if r['method'] == 'pce' and r['config'].get('dice_weight') else ''})")
     ax.set_xlabel("wall-clock training minutes (2-core CPU; thr = torch threads of the run)")
     ax.set_ylabel("validation mean 3D Dice (5 volumes)")
     ax.set_ylim(0, 1)
