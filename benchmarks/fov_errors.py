@@ -36,9 +36,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from medcl.inference import Predictor
-    from medcl.io import load_image, load_nifti
-    from medcl.preprocessing import field_of_view
+    from medcl.data.io import load_image, load_nifti
+    from medcl.data.preprocessing import field_of_view
+    from medcl.inference.predictor import Predictor
 
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_run(args.run_dir, checkpoint=args.checkpoint, device="cpu")

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from medcl.config import METHODS, TrainConfig
-from medcl.evaluation import evaluate_folders
-from medcl.inference import Predictor, predict_path
-from medcl.labels import LabelSpec
-from medcl.training import train
+from medcl.data.labels import LabelSpec
+from medcl.evaluation.evaluate import evaluate_folders
+from medcl.inference.predictor import Predictor, predict_path
+from medcl.training.config import METHODS, TrainConfig
+from medcl.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "examples" / "mscmr.json"

@@ -20,9 +20,9 @@ try:  # the layout in wings (issue 16)
     from medcl import TrainConfig, train
     from medcl.data.synthetic import generate_dataset
 except ImportError:  # the flat layout before it, to make the reference file
-    from medcl.config import TrainConfig
-    from medcl.synthetic import generate_dataset
-    from medcl.training import train
+    from medcl.data.synthetic import generate_dataset
+    from medcl.training.config import TrainConfig
+    from medcl.training.run import train
 
 STEPS = 20
 METHODS = ("pce", "medcl")

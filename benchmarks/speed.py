@@ -66,9 +66,9 @@ def measured_matmul_gflops(precision: str, size: int = 2048, repeats: int = 5) -
 
 
 def trainer_for(method: str, args: argparse.Namespace, run_dir: Path):
-    from medcl.config import TrainConfig
-    from medcl.trainer import Trainer
-    from medcl.training import load_training_data
+    from medcl.training.config import TrainConfig
+    from medcl.training.data import load_training_data
+    from medcl.training.trainer import Trainer
 
     cfg = TrainConfig(data=str(DATA), labels=str(LABELS), method=method, num_scribbled=5,
                       target_spacing=1.36719, batch_size=args.batch_size,
@@ -114,7 +114,7 @@ def time_steps(trainer, steps: int) -> dict:
 
 def inference(args: argparse.Namespace, run_dir: Path) -> dict:
     """Per test volume: load, preprocess, predict, resample back, write (in this process)."""
-    from medcl.inference import Predictor, predict_path
+    from medcl.inference.predictor import Predictor, predict_path
 
     predictor = Predictor.from_run(run_dir, device="cpu", precision=args.precision)
     images = sorted((DATA / "TestSet" / "images").iterdir())

@@ -48,11 +48,11 @@ def main() -> None:
     parser.add_argument("--options", help="JSON object of TrainConfig options for the objective")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from medcl.checkpoint import load_checkpoint
-    from medcl.config import TrainConfig
-    from medcl.data import SliceSampler
-    from medcl.trainer import Trainer
-    from medcl.training import load_training_data
+    from medcl.data.slices import SliceSampler
+    from medcl.runtime.checkpoint import load_checkpoint
+    from medcl.training.config import TrainConfig
+    from medcl.training.data import load_training_data
+    from medcl.training.trainer import Trainer
 
     torch.set_num_threads(args.threads)
     common = dict(data=str(DATA), labels=str(LABELS), target_spacing=1.36719,

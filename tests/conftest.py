@@ -43,7 +43,7 @@ def mscmr_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A small generated dataset (MSCMR layout): 4 scribbled train, 1 val, 2 test volumes."""
-    from medcl.synthetic import generate_dataset
+    from medcl.data.synthetic import generate_dataset
 
     root = tmp_path_factory.mktemp("data") / "synth"
     return generate_dataset(root, num_train=4, num_val=1, num_test=2, shape=(64, 64, 4), seed=3)
@@ -51,7 +51,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 def tiny_config(data: Path, **overrides):
     """A training configuration that runs in a second or two on the tiny dataset."""
-    from medcl.config import TrainConfig
+    from medcl.training.config import TrainConfig
 
     base = dict(data=str(data), crop_size=32, batch_size=2, iterations=6, val_interval=3,
                 log_interval=1, widths=[4, 8, 16], warmup_steps=2, num_threads=1,

@@ -9,9 +9,9 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import write_nifti
 
 from medcl.cli import main
-from conftest import write_nifti
 
 TRAIN_FLAGS = ["--crop-size", "32", "--batch-size", "2", "--iterations", "4", "--val-interval",
                "2", "--widths", "4", "8", "16", "--num-threads", "1", "--device", "cpu"]

@@ -2,13 +2,13 @@ import json
 
 import numpy as np
 import pytest
-
-from medcl.data import load_case, select_scribbled
-from medcl.datasets import Case, discover
-from medcl.errors import ConfigError, DataError
-from medcl.labels import LabelSpec
-from medcl.preprocessing import PreprocessConfig
 from conftest import write_nifti
+
+from medcl.data.datasets import Case, discover
+from medcl.data.labels import LabelSpec
+from medcl.data.preprocessing import PreprocessConfig
+from medcl.data.slices import load_case, select_scribbled
+from medcl.errors import ConfigError, DataError
 
 SPEC = {"labels": {"background": 0, "RV": 1, "Myo": 2, "LV": 3, "ignore": 4},
         "channel_names": {"0": "LGE"}}

@@ -6,12 +6,12 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
-
-from medcl.checkpoint import checkpoint_path, load_checkpoint
-from medcl.config import TrainConfig
-from medcl.inference import Predictor
-from medcl.training import train
 from conftest import tiny_config
+
+from medcl.inference.predictor import Predictor
+from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
+from medcl.training.config import TrainConfig
+from medcl.training.run import train
 
 # every pixel labelled and no augmentation: each process's mean loss weighs its shard equally,
 # so the average of the two processes' gradients is the gradient of the global mean
@@ -67,7 +67,7 @@ def test_medcl_runs_on_two_processes_and_resumes_on_one(tiny_dataset, tmp_path):
                       val_interval=0, head_grid=4, head_hidden=16, code_dim=8, crop_size=32)
     mp.spawn(_worker, args=(2, _free_port(), cfg.to_dict(), str(tmp_path / "r")), nprocs=2,
              join=True)
-    from medcl.training import resume_config
+    from medcl.training.run import resume_config
 
     result = train(resume_config(tmp_path / "r", {"iterations": 3}), tmp_path / "r", resume=True)
     assert result["step"] == 3

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from medcl.errors import ConfigError, DataError
-from medcl.evaluation import evaluate_folders, format_markdown, pair_predictions
+from medcl.evaluation.evaluate import (
+    evaluate_folders,
+    format_markdown,
+    pair_predictions,
+)
 
 SHAPE = (6, 6, 4)
 SPACING = (1.5, 1.5, 5.0)

@@ -3,10 +3,11 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
-
-from medcl.errors import DataError
-from medcl.io import atomic_write_text, case_stem, load_image, load_nifti, save_nifti
 from conftest import write_nifti
+
+from medcl.data.io import case_stem, load_image, load_nifti, save_nifti
+from medcl.errors import DataError
+from medcl.files import atomic_write_text
 
 
 def test_round_trip_keeps_affine_spacing_and_values(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medcl.losses import DiceLoss, PartialCrossEntropy, SupervisedLoss, one_hot
+from medcl.method.losses import DiceLoss, PartialCrossEntropy, SupervisedLoss, one_hot
 
 K = 2
 IGNORE = K

@@ -5,11 +5,17 @@ import math
 import pytest
 import torch
 
-from medcl.clustering import (AnatomyProjector, PrototypeClustering, anatomy_maps,
-                              global_cluster_loss, nt_xent, sinkhorn)
 from medcl.errors import ConfigError
-from medcl.losses import existence_loss, mix_consistency_loss, soft_partial_ce
-from medcl.mixing import InterImageMix
+from medcl.method.clustering import (
+    AnatomyProjector,
+    PrototypeClustering,
+    anatomy_maps,
+    global_cluster_loss,
+    nt_xent,
+    sinkhorn,
+)
+from medcl.method.losses import existence_loss, mix_consistency_loss, soft_partial_ce
+from medcl.method.mixing import InterImageMix
 
 
 def test_soft_pce_ignores_pixels_without_target_mass():

@@ -4,12 +4,12 @@ import json
 
 import pytest
 import torch
-
-from medcl.config import METHOD_PRESETS, TrainConfig
-from medcl.methods import MedCLObjective, build_objective
-from medcl.models import build_model
-from medcl.training import train
 from conftest import tiny_config
+
+from medcl.method.objectives import MedCLObjective, build_objective
+from medcl.models import build_model
+from medcl.training.config import METHOD_PRESETS, TrainConfig
+from medcl.training.run import train
 
 TERMS = ("pce", "dice", "mix_pce", "mix_consistency", "existence", "global", "local")
 

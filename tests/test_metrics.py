@@ -5,8 +5,19 @@ import math
 import numpy as np
 import pytest
 
-from medcl.metrics import (GT_EMPTY, PRED_EMPTY, assd, binary_metrics, case_metrics, dice,
-                           empty_mask_flags, hd95, surface, surface_distances, volume_diagonal)
+from medcl.evaluation.metrics import (
+    GT_EMPTY,
+    PRED_EMPTY,
+    assd,
+    binary_metrics,
+    case_metrics,
+    dice,
+    empty_mask_flags,
+    hd95,
+    surface,
+    surface_distances,
+    volume_diagonal,
+)
 
 
 def line_pair(shape=(10, 5, 5)):

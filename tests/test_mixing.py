@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from medcl.errors import ConfigError
-from medcl.mixing import (InterImageMix, IntraImageMix, box_masks, rotation_matrices, rotate,
-                          sample_beta)
+from medcl.method.mixing import (
+    InterImageMix,
+    IntraImageMix,
+    box_masks,
+    rotate,
+    rotation_matrices,
+    sample_beta,
+)
 
 
 def _gen(seed=0):

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-
-from medcl.checkpoint import checkpoint_path, load_checkpoint
-from medcl.datasets import discover
-from medcl.inference import Predictor
-from medcl.io import load_nifti
-from medcl.training import train
 from conftest import REPO, tiny_config
+
+from medcl.data.datasets import discover
+from medcl.data.io import load_nifti
+from medcl.inference.predictor import Predictor
+from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
+from medcl.training.run import train
 
 LABELS = REPO / "examples" / "mscmr.json"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medcl.overlay import PALETTE, PRED_ALPHA, pick_slices, save_overlays
+from medcl.evaluation.overlay import PALETTE, PRED_ALPHA, pick_slices, save_overlays
 
 SHAPE = (8, 5, 4)  # X != Y so a transposition error shows in the PNG size
 CLASSES = {"background": 0, "LV": 3, "Myo": 7}

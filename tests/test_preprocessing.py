@@ -1,15 +1,22 @@
 import numpy as np
 import pytest
 import torch
-
-from medcl.data import load_case
-from medcl.datasets import Case
-from medcl.errors import ConfigError
-from medcl.labels import LabelSpec
-from medcl.preprocessing import (PreprocessConfig, field_of_view, image_to_slices,
-                                 labels_to_slices, normalize_intensity, pad_to_multiple,
-                                 resampled_size, restore_probs)
 from conftest import write_nifti
+
+from medcl.data.datasets import Case
+from medcl.data.labels import LabelSpec
+from medcl.data.preprocessing import (
+    PreprocessConfig,
+    field_of_view,
+    image_to_slices,
+    labels_to_slices,
+    normalize_intensity,
+    pad_to_multiple,
+    resampled_size,
+    restore_probs,
+)
+from medcl.data.slices import load_case
+from medcl.errors import ConfigError
 
 SPEC = LabelSpec.from_dict({"labels": {"background": 0, "LV": 1, "ignore": 2}})
 
@@ -79,8 +86,8 @@ def test_nonzero_mask_labels_outside_background(tmp_path):
 
 
 def test_predictor_predicts_background_outside_the_field_of_view(tmp_path):
-    from medcl.inference import Predictor
-    from medcl.io import load_image
+    from medcl.data.io import load_image
+    from medcl.inference.predictor import Predictor
     from medcl.models import build_model
 
     ip = write_nifti(tmp_path / "x.nii.gz", _acquisition()[..., 0])

@@ -3,7 +3,8 @@ import torch
 
 from medcl.errors import ConfigError
 from medcl.models import build_model
-from medcl.runtime import FastForward, resolve_device
+from medcl.runtime.device import resolve_device
+from medcl.runtime.precision import FastForward
 
 
 def test_fast_forward_bf16_and_channels_last_match_fp32():

@@ -16,12 +16,23 @@ import numpy as np
 import pytest
 import torch
 
+from medcl.data.io import load_nifti
 from medcl.errors import ConfigError
-from medcl.io import load_nifti
-from medcl.models.sam import (SAM_REGISTRY, TinyViT, box_from_mask, build_lite_medsam, build_sam,
-                              build_sam_tiny, find_lite_medsam_weights, load_sam_checkpoint,
-                              normalize_volume, postprocess_logits, predict_with_boxes,
-                              prepare_slice, scale_boxes)
+from medcl.models.sam import (
+    SAM_REGISTRY,
+    TinyViT,
+    box_from_mask,
+    build_lite_medsam,
+    build_sam,
+    build_sam_tiny,
+    find_lite_medsam_weights,
+    load_sam_checkpoint,
+    normalize_volume,
+    postprocess_logits,
+    predict_with_boxes,
+    prepare_slice,
+    scale_boxes,
+)
 from medcl.models.sam import checkpoint as sam_checkpoint
 from medcl.models.sam.preprocess import area_weights, resize_area
 

@@ -4,16 +4,16 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_config
 
-from medcl.config import TrainConfig
 from medcl.errors import ConfigError
-from medcl.inference import Predictor
-from medcl.methods import MedCLObjective
-from medcl.mixing import IntraImageMix
+from medcl.inference.predictor import Predictor
+from medcl.method.mixing import IntraImageMix
+from medcl.method.objectives import MedCLObjective
 from medcl.models import build_model
 from medcl.models.sam.segmenter import EmbeddingCache
-from medcl.training import train
-from conftest import tiny_config
+from medcl.training.config import TrainConfig
+from medcl.training.run import train
 
 
 def _tiny(**kw):

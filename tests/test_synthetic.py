@@ -6,10 +6,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medcl.datasets import discover
+from medcl.data.datasets import discover
+from medcl.data.synthetic import (
+    CARDIAC_SPEC,
+    DEFAULT_SHAPE,
+    generate_dataset,
+    make_volume,
+    simulate_scribbles,
+)
 from medcl.errors import ConfigError, DataError
-from medcl.synthetic import (CARDIAC_SPEC, DEFAULT_SHAPE, generate_dataset, make_volume,
-                             simulate_scribbles)
 
 IGNORE = CARDIAC_SPEC.ignore_index
 SPACING = (1.6, 1.6, 8.0)

@@ -2,13 +2,13 @@ import json
 
 import pytest
 import torch
-
-from medcl.checkpoint import checkpoint_path, load_checkpoint
-from medcl.config import TrainConfig
-from medcl.errors import ConfigError, DataError
-from medcl.schedule import LRSchedule
-from medcl.training import resume_config, train
 from conftest import tiny_config
+
+from medcl.errors import ConfigError, DataError
+from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
+from medcl.training.config import TrainConfig
+from medcl.training.run import resume_config, train
+from medcl.training.schedule import LRSchedule
 
 
 def _params(run_dir, name="last"):

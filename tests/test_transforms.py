@@ -1,8 +1,13 @@
 import pytest
 import torch
 
+from medcl.data.transforms import (
+    RandomAffine2D,
+    apply_affine,
+    center_crop_or_pad,
+    random_crop,
+)
 from medcl.errors import ConfigError
-from medcl.transforms import RandomAffine2D, apply_affine, center_crop_or_pad, random_crop
 
 K = 4
 IGNORE = K

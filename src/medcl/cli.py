@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__, distributed
-from .config import TrainConfig, field_type
-from .errors import MedclError
+from medcl import __version__
+from medcl.errors import MedclError
+from medcl.runtime import distributed
+from medcl.training.config import TrainConfig, field_type
 
 log = logging.getLogger("medcl")
 EXIT_USAGE = 2
@@ -94,7 +95,7 @@ class _ProgressBar:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import resume_config, train
+    from medcl.training.run import resume_config, train
 
     if args.resume:
         _, given = _config_from_args(argparse.Namespace(**{**vars(args), "config": None}))
@@ -121,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .inference import Predictor, predict_path
+    from medcl.inference.predictor import Predictor, predict_path
 
     predictor = Predictor.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
                                    flip_tta=args.tta, precision=args.precision)
@@ -135,8 +136,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_folders, format_markdown
-    from .labels import LabelSpec
+    from medcl.data.labels import LabelSpec
+    from medcl.evaluation.evaluate import evaluate_folders, format_markdown
 
     class_values = None
     if args.labels:
@@ -153,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from medcl.demo import run_demo
 
     bar = _ProgressBar()
     try:
@@ -161,7 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                            device=args.device, overwrite=args.overwrite, callback=bar)
     finally:
         bar.close()
-    from .evaluation import format_markdown
+    from medcl.evaluation.evaluate import format_markdown
 
     print(format_markdown(summary))
     print(f"demo outputs in {args.out}")

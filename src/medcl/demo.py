@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .config import TrainConfig
-from .datasets import discover
-from .errors import DataError
-from .evaluation import evaluate_folders
-from .inference import Predictor, predict_path
-from .synthetic import generate_dataset
-from .training import train
+from medcl.data.datasets import discover
+from medcl.data.synthetic import generate_dataset
+from medcl.errors import DataError
+from medcl.evaluation.evaluate import evaluate_folders
+from medcl.inference.predictor import Predictor, predict_path
+from medcl.training.config import TrainConfig
+from medcl.training.run import train
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,23 @@ checkpoints so that they load with ``strict=True``:
 * :mod:`.build`: builders and :data:`SAM_REGISTRY`.
 """
 
-from .build import SAM_REGISTRY, build_lite_medsam, build_sam, build_sam_tiny, build_sam_vit_b
+from .build import (
+                         SAM_REGISTRY,
+                         build_lite_medsam,
+                         build_sam,
+                         build_sam_tiny,
+                         build_sam_vit_b,
+)
 from .checkpoint import find_lite_medsam_weights, load_sam_checkpoint, read_state_dict
 from .mask_decoder import MaskDecoder
-from .preprocess import (box_from_mask, normalize_volume, postprocess_logits, predict_with_boxes,
-                         prepare_slice, scale_boxes)
+from .preprocess import (
+                         box_from_mask,
+                         normalize_volume,
+                         postprocess_logits,
+                         predict_with_boxes,
+                         prepare_slice,
+                         scale_boxes,
+)
 from .prompt_encoder import PromptEncoder
 from .sam import SamModel
 from .tiny_vit import TinyViT

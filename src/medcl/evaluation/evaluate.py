@@ -16,12 +16,19 @@ from typing import Mapping
 
 import numpy as np
 
-from .datasets import match_case, nifti_files
-from .errors import ConfigError, DataError
-from .io import atomic_write_text, case_stem, check_same_geometry, load_nifti
-from .metrics import (BACKGROUND_VALUE, DEFINITIONS, METRIC_NAMES, case_metrics,
-                      check_class_values, empty_mask_flags)
-from .overlay import save_overlays
+from medcl.data.datasets import match_case, nifti_files
+from medcl.data.io import case_stem, check_same_geometry, load_nifti
+from medcl.errors import ConfigError, DataError
+from medcl.evaluation.metrics import (
+    BACKGROUND_VALUE,
+    DEFINITIONS,
+    METRIC_NAMES,
+    case_metrics,
+    check_class_values,
+    empty_mask_flags,
+)
+from medcl.evaluation.overlay import save_overlays
+from medcl.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .io import atomic_path
-from .metrics import BACKGROUND_VALUE
+from medcl.evaluation.metrics import BACKGROUND_VALUE
+from medcl.files import atomic_path
 
 log = logging.getLogger(__name__)
 

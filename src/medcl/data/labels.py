@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, DataError
+from medcl.errors import ConfigError, DataError
 
 IGNORE_NAME = "ignore"
 

@@ -19,9 +19,10 @@ import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
-from .errors import ConfigError, DataError
-from .io import Volume, atomic_write_text, save_nifti
-from .labels import LabelSpec
+from medcl.data.io import Volume, save_nifti
+from medcl.data.labels import LabelSpec
+from medcl.errors import ConfigError, DataError
+from medcl.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

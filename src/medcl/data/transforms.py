@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ConfigError
+from medcl.errors import ConfigError
 
 PADDING_MODES = ("zeros", "border", "reflection")
 ALIGN_CORNERS = False

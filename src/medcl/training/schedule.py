@@ -6,8 +6,8 @@ import math
 
 from torch.optim import Optimizer
 
-from .config import LR_SCHEDULES
-from .errors import ConfigError
+from medcl.errors import ConfigError
+from medcl.training.config import LR_SCHEDULES
 
 POLY_POWER = 0.9
 

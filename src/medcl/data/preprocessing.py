@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from .errors import ConfigError
+from medcl.errors import ConfigError
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
 

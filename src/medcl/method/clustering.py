@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from medcl.errors import ConfigError
 
 HEAD_FORMS = ("pooled", "full")
 CLUSTERINGS = ("contrastive", "prototype")

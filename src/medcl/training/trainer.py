@@ -14,19 +14,24 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import distributed
-from .checkpoint import checkpoint_path, save_checkpoint
-from .config import TrainConfig
-from .data import SliceSampler
-from .errors import MedclError
-from .inference import Predictor
-from .io import atomic_write_text
-from .methods import MedCLObjective, build_objective
-from .models import build_model
-from .runtime import FastForward, resolve_device, rng_state, seed_everything, set_rng_state
-from .schedule import LRSchedule
-from .training import CONFIG_NAME, METRICS_NAME, TrainingData, model_kwargs, validate
-from .transforms import RandomAffine2D
+from medcl.data.slices import SliceSampler
+from medcl.data.transforms import RandomAffine2D
+from medcl.errors import MedclError
+from medcl.files import atomic_write_text
+from medcl.inference.predictor import Predictor
+from medcl.method.objectives import MedCLObjective, build_objective
+from medcl.models import build_model
+from medcl.runtime import distributed
+from medcl.runtime.checkpoint import checkpoint_path, save_checkpoint
+from medcl.runtime.device import resolve_device
+from medcl.runtime.precision import FastForward
+from medcl.runtime.rng import rng_state, seed_everything, set_rng_state
+from medcl.training.components import model_kwargs
+from medcl.training.config import TrainConfig
+from medcl.training.data import TrainingData
+from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
+from medcl.training.schedule import LRSchedule
+from medcl.training.validation import validate
 
 log = logging.getLogger(__name__)
 

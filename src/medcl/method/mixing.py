@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import ConfigError
+from medcl.errors import ConfigError
 
 BOX_POLICIES = ("roi", "random")
 PARTNERS = ("reverse", "shuffle")

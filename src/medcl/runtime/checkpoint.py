@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
-from .io import atomic_path
+from medcl.errors import DataError
+from medcl.files import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAMES = ("best", "last")

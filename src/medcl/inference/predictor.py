@@ -15,17 +15,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import checkpoint_path, load_checkpoint
-from .datasets import group_channels, nifti_files
-from .errors import DataError
-from .io import Volume, is_nifti, load_image, save_nifti
-from .labels import LabelSpec
-from .models import build_model
-from .overlay import save_overlays
-from .postprocessing import keep_largest_component
-from .preprocessing import (PreprocessConfig, field_of_view, image_to_slices, pad_to_multiple,
-                            restore_probs)
-from .runtime import FastForward, resolve_device
+from medcl.data.datasets import group_channels, nifti_files
+from medcl.data.io import Volume, is_nifti, load_image, save_nifti
+from medcl.data.labels import LabelSpec
+from medcl.data.preprocessing import (
+    PreprocessConfig,
+    field_of_view,
+    image_to_slices,
+    pad_to_multiple,
+    restore_probs,
+)
+from medcl.errors import DataError
+from medcl.evaluation.overlay import save_overlays
+from medcl.inference.postprocessing import keep_largest_component
+from medcl.models import build_model
+from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
+from medcl.runtime.device import resolve_device
+from medcl.runtime.precision import FastForward
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DataError
-from .io import case_stem, is_nifti
-from .labels import LabelSpec
+from medcl.data.io import case_stem, is_nifti
+from medcl.data.labels import LabelSpec
+from medcl.errors import DataError
 
 log = logging.getLogger(__name__)
 

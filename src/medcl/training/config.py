@@ -11,8 +11,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
-from .models.registry import MODEL_REGISTRY
+from medcl.errors import ConfigError
+from medcl.models.registry import MODEL_REGISTRY
 
 SUPERVISIONS = ("scribble", "dense")
 METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")

@@ -1,66 +1,17 @@
-"""Devices, threads and random-number state."""
+"""Precision, memory layout and compilation of a network's forward pass."""
 
 from __future__ import annotations
 
 import logging
-import random
 
-import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from medcl.errors import ConfigError
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda")
-    return torch.device(name)
-
-
-def set_threads(num_threads: int | None) -> None:
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    log.info("torch uses %d CPU threads", torch.get_num_threads())
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, numpy and torch; return a CPU generator for data sampling/augmentation."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def rng_state(generator: torch.Generator) -> dict:
-    """Every random state a run depends on, for checkpoints."""
-    np_state = np.random.get_state(legacy=False)
-    np_state["state"]["key"] = np_state["state"]["key"].tolist()
-    state = {"python": random.getstate(), "numpy": np_state,
-             "torch": torch.get_rng_state(), "generator": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np_state = dict(state["numpy"])
-    np_state["state"] = dict(np_state["state"], key=np.asarray(np_state["state"]["key"], dtype=np.uint32))
-    np.random.set_state(np_state)
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class FastForward(nn.Module):

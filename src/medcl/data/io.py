@@ -1,4 +1,4 @@
-"""NIfTI reading and writing, and atomic file writes.
+"""NIfTI reading and writing.
 
 Volumes are held as :class:`Volume`: a numpy array in nibabel's voxel order ``(X, Y, Z)`` (or
 ``(X, Y, Z, C)`` for several channels stacked by :func:`load_image`), plus the affine and header of
@@ -7,20 +7,19 @@ the file they came from, so that anything written back keeps the input's geometr
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
 
-from .errors import DataError
+from medcl.errors import DataError
+from medcl.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -153,34 +152,6 @@ def check_same_geometry(ref: Volume, other: Volume, *, atol: float = 1e-3,
     log.warning("%s: affine differs from %s (same shape and spacing); comparing voxel arrays",
                 other.path, ref.path)
     return False
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
-
-    The temporary name keeps the final suffix (``.nii.gz`` etc.) so writers that infer the
-    format from the name still work. On error the temporary file is removed and ``path`` is
-    left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def save_nifti(path: str | os.PathLike, data: np.ndarray, reference: Volume, *,

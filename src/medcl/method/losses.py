@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError
+from medcl.errors import ConfigError
 
 DEFAULT_SMOOTH = 1e-5
 MIN_TARGET_MASS = 1e-6  # denominator floor of soft pCE; the numerator is exactly 0 without targets

@@ -17,15 +17,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .clustering import (AnatomyProjector, PrototypeClustering, anatomy_maps,
-                         global_cluster_loss, nt_xent)
-from .config import TrainConfig
-from .distributed import gather_with_grad
-from .errors import ConfigError
-from .losses import (DiceLoss, PartialCrossEntropy, SupervisedLoss, existence_loss,
-                     mix_consistency_loss, one_hot, soft_dice_loss, soft_partial_ce)
-from .mixing import InterImageMix, IntraImageMix
-from .models import SAM_MODELS
+from medcl.errors import ConfigError
+from medcl.method.clustering import (
+    AnatomyProjector,
+    PrototypeClustering,
+    anatomy_maps,
+    global_cluster_loss,
+    nt_xent,
+)
+from medcl.method.losses import (
+    DiceLoss,
+    PartialCrossEntropy,
+    SupervisedLoss,
+    existence_loss,
+    mix_consistency_loss,
+    one_hot,
+    soft_dice_loss,
+    soft_partial_ce,
+)
+from medcl.method.mixing import InterImageMix, IntraImageMix
+from medcl.models import SAM_MODELS
+from medcl.runtime.distributed import gather_with_grad
+from medcl.training.config import TrainConfig
 
 BACKGROUND = 0
 

@@ -13,12 +13,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .datasets import Case
-from .errors import ConfigError, DataError
-from .io import Volume, check_same_geometry, load_image, load_nifti
-from .labels import LabelSpec
-from .preprocessing import PreprocessConfig, field_of_view, image_to_slices, labels_to_slices
-from .transforms import center_crop_or_pad, random_crop
+from medcl.data.datasets import Case
+from medcl.data.io import Volume, check_same_geometry, load_image, load_nifti
+from medcl.data.labels import LabelSpec
+from medcl.data.preprocessing import (
+    PreprocessConfig,
+    field_of_view,
+    image_to_slices,
+    labels_to_slices,
+)
+from medcl.data.transforms import center_crop_or_pad, random_crop
+from medcl.errors import ConfigError, DataError
 
 CROP_MODES = ("random", "center")
 

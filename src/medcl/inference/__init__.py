@@ -1,0 +1,1 @@
+"""Inference: a trained network applied to whole volumes, written back in the input's geometry."""

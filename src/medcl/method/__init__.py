@@ -1,0 +1,2 @@
+"""The method: loss terms, image mixing, anatomy-distribution clustering, and the training
+objectives that combine them (pCE baseline, MedCL)."""

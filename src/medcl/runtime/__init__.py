@@ -1,0 +1,2 @@
+"""What training and inference share about the machine: device, threads, precision, random
+state, processes (torchrun) and checkpoint files."""

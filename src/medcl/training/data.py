@@ -1,0 +1,62 @@
+"""The data of a training run: every training and validation case preprocessed, in memory."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from dataclasses import dataclass, replace
+
+import nibabel as nib
+
+from medcl.data.datasets import Dataset, discover
+from medcl.data.labels import LabelSpec
+from medcl.data.preprocessing import PreprocessConfig
+from medcl.data.slices import PreparedCase, load_case, select_scribbled
+from medcl.errors import DataError
+from medcl.training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """Preprocessed training and validation cases and the dataset's label definition."""
+
+    spec: LabelSpec
+    train: list[PreparedCase]
+    val: list[PreparedCase]
+    preprocess: PreprocessConfig
+
+
+def median_inplane_spacing(dataset: Dataset) -> float:
+    """Median in-plane voxel size (mm) of the training images, from their headers only."""
+    sizes = []
+    for case in dataset.cases("train"):
+        zooms = nib.load(str(case.image_paths[0])).header.get_zooms()
+        sizes.extend(float(z) for z in zooms[:2])
+    return statistics.median(sizes)
+
+
+def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
+    """Discover and preprocess the data; returns it and ``cfg`` with ``target_spacing`` resolved."""
+    dataset = discover(cfg.data, cfg.labels)
+    if cfg.target_spacing is None:
+        cfg = replace(cfg, target_spacing=round(median_inplane_spacing(dataset), 5))
+        log.info("target spacing: median of the training images, %.5f mm", cfg.target_spacing)
+    preprocess = PreprocessConfig(target_spacing=cfg.target_spacing, normalization=cfg.normalization,
+                                  nonzero_mask=cfg.nonzero_mask)
+    spec = dataset.spec
+    scribbled = select_scribbled(dataset.cases("train"), num_scribbled=cfg.num_scribbled,
+                                 scribbled_cases=cfg.scribbled_cases)
+    train_cases = [load_case(c, spec, preprocess, labelled=c.case_id in scribbled)
+                   for c in dataset.cases("train")]
+    missing = [c.image_paths[0] for c in dataset.cases("train") if c.label_path is None]
+    if missing:
+        raise DataError(f"{missing[0]}: training case without a label file")
+    val_cases = [load_case(c, spec, preprocess, keep_dense=True)
+                 for c in dataset.cases("val") if c.label_path is not None]
+    if not val_cases:
+        log.warning("no labelled validation split: the best checkpoint will be the last one")
+    log.info("training cases: %d scribbled, %d unlabelled; validation cases: %d",
+             len(scribbled), len(train_cases) - len(scribbled), len(val_cases))
+    return TrainingData(spec, train_cases, val_cases, preprocess), cfg
