@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from medcl.method.objectives import MedCLObjective, build_objective
 from medcl.models import build_model
+from medcl.training.components import build_objective
 from medcl.training.config import METHOD_PRESETS, TrainConfig
 from medcl.training.run import train
 
@@ -30,7 +30,7 @@ def test_every_term_sends_gradient_to_the_network(term):
     weights = {f"{t}_weight": (1.0 if t == term else 0.0) for t in TERMS}
     cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
                       **weights)
-    objective = MedCLObjective(cfg, num_classes=4, ignore_index=4)
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
     model = build_model("unet", in_channels=1, num_classes=4, widths=[4, 8])
     batch = _batch()
     if term == "existence":
@@ -90,7 +90,7 @@ def test_short_medcl_run_decreases_its_loss(tiny_dataset, tmp_path):
 def test_supervised_only_step_is_the_scribble_loss():
     cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
                       dice_weight=0.5)
-    objective = MedCLObjective(cfg, num_classes=4, ignore_index=4)
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
     objective.supervised_only = True
     reference = build_objective(TrainConfig(method="pce", dice_weight=0.5), num_classes=4,
                                 ignore_index=4)
