@@ -1,11 +1,14 @@
 """The MedCL objective: every term reaches the network, presets, determinism, a short run."""
 
 import json
+import math
 
 import pytest
 import torch
 from conftest import tiny_config
 
+from medcl.method.losses import existence_loss
+from medcl.method.objectives import slice_tags
 from medcl.models import build_model
 from medcl.training.components import build_objective
 from medcl.training.config import METHOD_PRESETS, TrainConfig
@@ -111,3 +114,15 @@ def test_supervised_warmup_switches_medcl_terms_on(tiny_dataset, tmp_path):
     assert [("global" in r) for r in steps] == [False] * 6 + [True] * 6
     with pytest.raises(Exception, match="supervised_warmup"):
         TrainConfig(method="medcl", supervised_warmup=1.0)
+
+
+def test_slice_without_annotation_gets_no_existence_loss():
+    """Tags: slice 0 annotated with class 2, slice 1 with nothing. Slice 0 gets background added;
+    slice 1 keeps no tag, so the existence loss is that of slice 0 alone."""
+    tags = torch.tensor([[False, False, True], [False, False, False]])
+    assert slice_tags(tags).tolist() == [[True, False, True], [False, False, False]]
+    probs = torch.tensor([0.2, 0.3, 0.5]).view(1, 3, 1, 1).expand(2, 3, 2, 2).clone()
+    probs[1] = torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1)  # all mass on an untagged class
+    # slice 0: -log(P_bg + P_2) = -log(0.7); slice 1 would give -log(eps) if it were counted
+    loss = existence_loss(probs, slice_tags(tags))
+    assert loss.item() == pytest.approx(-math.log(0.7), rel=1e-6)

@@ -245,7 +245,12 @@ class MedCLObjective(nn.Module):
 
 
 def slice_tags(tags: Tensor) -> Tensor:
-    """The classes present in each slice ``(B, K)`` bool, background always included."""
+    """The classes present in each slice ``(B, K)`` bool: its annotated classes plus background.
+
+    A slice whose annotation holds no class at all keeps no tag, so it contributes no existence
+    loss (:func:`~medcl.method.losses.existence_loss` skips it): nothing is known of its content,
+    and pushing it to all-background would teach that an unannotated slice is empty.
+    """
     tags = tags.clone()
-    tags[:, BACKGROUND] = True
+    tags[:, BACKGROUND] |= tags.any(dim=1)
     return tags
