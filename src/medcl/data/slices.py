@@ -183,17 +183,27 @@ class SliceSampler:
                            self._draw(self.unlabelled, n_unlabelled)])
         images, labels, tags = [], [], []
         for ci, z in picks.tolist():
-            case = self.cases[ci]
-            lab = case.labels[z] if case.labels is not None else torch.full(
-                case.image.shape[-2:], self.ignore_index, dtype=torch.long)
-            if self.crop_mode == "center":
-                img, lab = center_crop_or_pad(case.image[z], lab, self.crop_size,
-                                              ignore_index=self.ignore_index)
-            else:
-                img, lab = random_crop(case.image[z], lab, self.crop_size,
-                                       ignore_index=self.ignore_index, generator=self.generator)
+            img, lab = self.crop(ci, z)
             images.append(img)
             labels.append(lab)
-            tags.append(case.tags[z])
+            tags.append(self.cases[ci].tags[z])
         return {"image": torch.stack(images), "labels": torch.stack(labels),
                 "tags": torch.stack(tags)}
+
+    def drawable(self) -> list[tuple[int, int]]:
+        """Every ``(case index, slice)`` a batch may hold (the unlabelled pool only when
+        ``labelled_fraction < 1``)."""
+        pools = [self.labelled] + ([self.unlabelled] if self.labelled_fraction < 1 else [])
+        return [tuple(p) for pool in pools for p in pool.tolist()]
+
+    def crop(self, ci: int, z: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The crop of slice ``z`` of case ``ci`` as :meth:`sample` draws it: ``image (C, h, w)``,
+        ``labels (h, w)`` (the same every time with ``crop_mode="center"``)."""
+        case = self.cases[ci]
+        lab = case.labels[z] if case.labels is not None else torch.full(
+            case.image.shape[-2:], self.ignore_index, dtype=torch.long)
+        if self.crop_mode == "center":
+            return center_crop_or_pad(case.image[z], lab, self.crop_size,
+                                      ignore_index=self.ignore_index)
+        return random_crop(case.image[z], lab, self.crop_size, ignore_index=self.ignore_index,
+                           generator=self.generator)

@@ -191,18 +191,18 @@ class MedCLObjective(nn.Module):
                 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Logits of the views ``(2B, K, H, W)``, of their inter-mixes (or ``None``) and the
         views' union logits ``(2B, 1, H, W)`` (or ``None``), from ONE forward pass: the mixes
-        depend on the inputs only, so one larger batch serves both."""
+        depend on the inputs only, so one larger batch serves both; the union is asked for the
+        views only (``return_union=2B``)."""
         inputs = views.image
         if partner is not None:
             inputs = torch.cat([views.image, InterImageMix.mix(views.image, partner, lam)])
         kwargs = {"stage": "decode", "size": size} if self.mix_space == "embedding" else {}
-        if self.use_union:
-            kwargs["return_union"] = True
-        out = model(inputs, **kwargs)
-        all_logits, all_union = out if self.use_union else (out, None)
         n_views = views.image.shape[0]
+        if self.use_union:  # the prompt terms read the views' union only: never the mixes'
+            kwargs["return_union"] = n_views
+        out = model(inputs, **kwargs)
+        all_logits, union = out if self.use_union else (out, None)
         mixed = all_logits[n_views:] if partner is not None else None
-        union = all_union[:n_views] if all_union is not None else None
         return all_logits[:n_views], mixed, union
 
     def scribble_terms(self, logits: Tensor, probs: Tensor, targets: Tensor, tags: Tensor

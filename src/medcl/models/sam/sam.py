@@ -30,6 +30,8 @@ class SamModel(nn.Module):
         * :meth:`predict_masks`: embeddings + prompts -> ``mask logits (B, M, 4h, 4h)`` and
           ``iou_predictions (B, M)``; the logits are at ``S / 4`` for ViT-B and at the full
           ``S`` for LiteMedSAM (threshold at 0 for a mask; they are **not** probabilities);
+        * :meth:`predict_mask_groups`: embeddings + ``G`` prompts each -> ``(B, G, 4h, 4h)``
+          logits from one decoder pass per image;
         * :meth:`forward`: both in one call.
     """
 
@@ -102,6 +104,21 @@ class SamModel(nn.Module):
                                  sparse_prompt_embeddings=sparse,
                                  dense_prompt_embeddings=dense,
                                  multimask_output=multimask_output)
+
+    def predict_mask_groups(self, image_embeddings: Tensor, prompt_groups: Tensor, *,
+                            passive_groups: int = 0) -> Tensor:
+        """All ``G`` prompts of each image decoded in one pass
+        (:meth:`MaskDecoder.forward_groups`), without a mask prompt.
+
+        ``image_embeddings (B, C, h, h)`` and ``prompt_groups (B or 1, G, N, C)`` sparse prompt
+        embeddings (box corners, learned tokens) -> mask **logits** ``(B, G, 4h, 4h)``.
+        """
+        b = image_embeddings.shape[0]
+        _, dense = self.prompt_encoder(batch_size=1)
+        return self.mask_decoder.forward_groups(
+            image_embeddings=image_embeddings, image_pe=self.prompt_encoder.get_dense_pe(),
+            prompt_groups=prompt_groups.expand(b, -1, -1, -1), dense_prompt_embeddings=dense,
+            passive_groups=passive_groups)
 
     def forward(self, images: Tensor, boxes: Tensor | None = None,
                 **prompts) -> tuple[Tensor, Tensor]:

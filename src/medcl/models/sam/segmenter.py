@@ -3,10 +3,17 @@
 No prompt is needed at test time: each foreground class ``c = 1..K-1`` owns a learned prompt
 (``num_prompt_tokens`` sparse tokens fed to the mask decoder where a box's two corner tokens
 would go), and one more learned prompt asks for the **union** of the foreground classes (the
-"multi-class prompt"). The decoder runs once per prompt and image; the class mask logits
-``m_c`` become the segmentation logits ``[0, m_1, ..., m_{K-1}]`` (background logit fixed at 0),
-so ``softmax`` gives class probabilities and the argmax picks the strongest class among those
-whose mask logit is above 0, SAM's threshold.
+"multi-class prompt"). The class mask logits ``m_c`` become the segmentation logits
+``[0, m_1, ..., m_{K-1}]`` (background logit fixed at 0), so ``softmax`` gives class
+probabilities and the argmax picks the strongest class among those whose mask logit is above 0,
+SAM's threshold.
+
+Decoding (``decode_mode``): ``"joint"`` decodes all prompts of an image in ONE decoder pass
+(:meth:`~.mask_decoder.MaskDecoder.forward_groups`: one token group per prompt, token
+self-attention masked block-diagonally, the union prompt's group passive, so class masks do not
+depend on whether the union is decoded); ``"per_prompt"`` runs the decoder once per (image,
+prompt), as SAM does for separate prompts. The union is decoded only when asked for
+(``return_union``), for all inputs or for the first ``n``.
 
 The segmenter takes the same input as every other model of the package, ``(B, C, H, W)`` slices
 (z-scored, any size), and prepares them as LiteMedSAM expects: per slice min-max to ``[0, 1]``,
@@ -16,8 +23,10 @@ bottom/right; mask logits are cropped and resized back to ``(H, W)``.
 Image encoder modes (``encoder``):
 
 * ``"frozen"``: the encoder never trains and stays in eval mode; its embeddings are cached in
-  memory, keyed by the content of the prepared input, so a slice seen again (no augmentation, a
-  centre crop) is encoded once. This is what makes SAM training practical on a CPU.
+  memory (:class:`~.embedding_store.EmbeddingCache`), keyed by the content of the prepared
+  input, so a slice seen again (no augmentation, a centre crop) is encoded once;
+  :meth:`SamSegmenter.precompute` fills the cache up front. This is what makes SAM training
+  practical on a CPU.
 * ``"partial"``: the last encoder stage and the neck train, the rest is frozen; no cache.
 * ``"full"``: everything trains; no cache.
 
@@ -29,9 +38,7 @@ size), ``stage="full"`` (default) does both.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -39,59 +46,16 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ..segmenter import Segmenter
+from .embedding_store import EmbeddingCache
 from .sam import SamModel
 
 log = logging.getLogger(__name__)
 
 ENCODER_MODES = ("frozen", "partial", "full")
+DECODE_MODES = ("joint", "per_prompt")
 RESIZE_MODES = ("shrink", "longest")
 #: box the class prompts start from: the central half of the image, in units of ``S``.
 INIT_BOX = (0.25, 0.25, 0.75, 0.75)
-
-
-class EmbeddingCache:
-    """A bounded in-memory map from prepared encoder inputs to their image embeddings.
-
-    Keys are BLAKE2 digests of the input's bytes; values are stored in ``dtype`` on the CPU.
-    The oldest entry is dropped beyond ``max_entries``.
-    """
-
-    def __init__(self, max_entries: int, dtype: torch.dtype = torch.bfloat16) -> None:
-        if max_entries < 0:
-            raise ConfigError(f"embedding cache size must be >= 0, got {max_entries}")
-        self.max_entries = max_entries
-        self.dtype = dtype
-        self.store: OrderedDict[bytes, Tensor] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def key(x: Tensor) -> bytes:
-        data = x.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-        return hashlib.blake2b(data, digest_size=16).digest()
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def lookup(self, inputs: Tensor, encode) -> Tensor:
-        """Embeddings of ``inputs (B, 3, S, S)``: cached ones reused, the others computed by
-        ``encode`` in one batch and stored."""
-        keys = [self.key(x) for x in inputs]
-        missing = [i for i, k in enumerate(keys) if k not in self.store]
-        self.hits += len(keys) - len(missing)
-        self.misses += len(missing)
-        fresh = {}
-        if missing:
-            computed = encode(inputs[missing])
-            for i, emb in zip(missing, computed):
-                # the same (rounded) value whether it was a hit or a miss
-                fresh[keys[i]] = emb.detach().to(self.dtype)
-                if self.max_entries:
-                    self.store[keys[i]] = fresh[keys[i]].to("cpu")
-                    if len(self.store) > self.max_entries:
-                        self.store.popitem(last=False)
-        out = [fresh[k] if k in fresh else self.store[k].to(inputs.device) for k in keys]
-        return torch.stack([o.to(inputs.device, torch.float32) for o in out])
 
 
 class SamSegmenter(Segmenter):
@@ -105,7 +69,12 @@ class SamSegmenter(Segmenter):
         num_prompt_tokens: learned tokens per prompt.
         union_prompt: also learn the foreground-union prompt (needed by the prompt-level
             anatomy consistency loss).
-        cache_size: most embeddings kept by the frozen encoder's cache (0: no cache).
+        cache_size: most embeddings kept by the frozen encoder's cache on the fly, on top of
+            the precomputed (pinned) ones (0: no cache at all, nothing precomputed).
+        decode_mode: ``"joint"`` (all prompts of an image in one decoder pass) or
+            ``"per_prompt"`` (one pass per prompt). The default is ``"per_prompt"`` so that
+            checkpoints written before the option existed load as they were trained; training
+            runs record ``--sam-decode`` (default ``joint``).
         resize: ``"longest"`` scales every slice so its longest side is ``S`` (LiteMedSAM's
             rule); ``"shrink"`` (default) only scales down slices larger than ``S`` and pads the
             others, so slices resampled to a fixed spacing keep that spacing (training crops and
@@ -113,15 +82,21 @@ class SamSegmenter(Segmenter):
 
     Shapes:
         ``forward(x (B, C, H, W))`` -> logits ``(B, K, H, W)`` (not probabilities); with
-        ``return_union=True`` also the union mask logits ``(B, 1, H, W)``.
+        ``return_union=True`` also the union mask logits ``(B, 1, H, W)`` (``return_union=n``:
+        ``(n, 1, H, W)``, of the first ``n`` inputs).
     """
 
     size_divisor = 1
 
     def __init__(self, sam: SamModel, *, in_channels: int, num_classes: int,
                  encoder: str = "frozen", num_prompt_tokens: int = 2, union_prompt: bool = True,
-                 cache_size: int = 2048, resize: str = "shrink") -> None:
+                 cache_size: int = 2048, resize: str = "shrink",
+                 decode_mode: str = "per_prompt") -> None:
         super().__init__()
+        if decode_mode not in DECODE_MODES:
+            raise ConfigError(f"unknown decode mode {decode_mode!r}; valid: "
+                              f"{', '.join(DECODE_MODES)}")
+        self.decode_mode = decode_mode
         if resize not in RESIZE_MODES:
             raise ConfigError(f"unknown resize mode {resize!r}; valid: {', '.join(RESIZE_MODES)}")
         self.resize = resize
@@ -219,24 +194,68 @@ class SamSegmenter(Segmenter):
                 return self.cache.lookup(prepared, self.sam.encode_images)
         return self.sam.encode_images(prepared)
 
+    @property
+    def can_precompute(self) -> bool:
+        return self.cache is not None
+
+    @property
+    def precomputed_bytes(self) -> int:
+        return self.cache.nbytes if self.cache is not None else 0
+
+    @torch.no_grad()
+    def precompute(self, x: Tensor) -> int:
+        """Encode ``(B, C, H, W)`` slices now and keep their embeddings for good (frozen
+        encoder only); returns how many were computed (already stored ones are skipped)."""
+        if self.cache is None:
+            return 0
+        prepared, _ = self.prepare(x)
+        return self.cache.pin(prepared, self.sam.encode_images)
+
     def decode(self, embeddings: Tensor, size: tuple[int, int], *,
-               return_union: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Mask logits for every learned prompt, as class logits at ``size = (H, W)``."""
-        b = embeddings.shape[0]
-        n_prompts = self.prompts.shape[0]
-        emb = embeddings.repeat_interleave(n_prompts, dim=0)
-        sparse = self.prompts.repeat(b, 1, 1)
-        masks, _ = self.sam.predict_masks(emb, sparse_embeddings=sparse)
-        s = self.image_size
-        height, width = size
-        h, w = self._resized(height, width)
-        masks = masks.view(b, n_prompts, *masks.shape[-2:])
-        masks = F.interpolate(masks.float(), size=(s, s), mode="bilinear", align_corners=False)
-        masks = F.interpolate(masks[..., :h, :w], size=(height, width), mode="bilinear",
-                              align_corners=False)
-        n_fg = self.num_classes - 1
-        logits = torch.cat([masks.new_zeros(b, 1, height, width), masks[:, :n_fg]], dim=1)
-        if not return_union:
-            return logits
+               return_union: bool | int = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Class logits ``(B, K, H, W)`` at ``size = (H, W)`` from embeddings ``(B, D, h, h)``,
+        and the union logits of all (``True``) or of the first ``n`` (``return_union=n``)
+        inputs."""
         self.check_union(return_union)
-        return logits, masks[:, n_fg:]
+        b = embeddings.shape[0]
+        rows = b if return_union is True else min(int(return_union), b)
+        n_fg = self.num_classes - 1
+        classes = self.prompts[:n_fg]
+        union = None
+        if rows and self.decode_mode == "joint":
+            # the union group is passive: the class masks are the same with or without it
+            with_union = self._decode_masks(embeddings[:rows], self.prompts, passive=1)
+            masks, union = with_union[:, :n_fg], with_union[:, n_fg:]
+            if rows < b:
+                masks = torch.cat([masks, self._decode_masks(embeddings[rows:], classes)])
+        else:
+            masks = self._decode_masks(embeddings, classes)
+            if rows:
+                union = self._decode_masks(embeddings[:rows], self.prompts[n_fg:])
+        masks = self._to_size(masks, size)
+        logits = torch.cat([masks.new_zeros(b, 1, *size), masks], dim=1)
+        if union is None:
+            return logits
+        return logits, self._to_size(union, size)
+
+    def _decode_masks(self, embeddings: Tensor, prompts: Tensor, passive: int = 0) -> Tensor:
+        """Mask logits ``(B, P, m, m)`` of ``prompts (P, N, D)`` on ``embeddings (B, D, h, h)``."""
+        b, n_prompts = embeddings.shape[0], prompts.shape[0]
+        if self.decode_mode == "joint":
+            return self.sam.predict_mask_groups(embeddings, prompts[None],
+                                                passive_groups=passive)
+        emb = embeddings.repeat_interleave(n_prompts, dim=0)
+        masks, _ = self.sam.predict_masks(emb, sparse_embeddings=prompts.repeat(b, 1, 1))
+        return masks.view(b, n_prompts, *masks.shape[-2:])
+
+    def _to_size(self, masks: Tensor, size: tuple[int, int]) -> Tensor:
+        """``(B, P, m, m)`` mask logits of the padded ``S x S`` input -> ``(B, P, H, W)``."""
+        s = self.image_size
+        h, w = self._resized(*size)
+        masks = masks.float()
+        if masks.shape[-1] != s:
+            masks = F.interpolate(masks, size=(s, s), mode="bilinear", align_corners=False)
+        masks = masks[..., :h, :w]
+        if (h, w) != tuple(size):
+            masks = F.interpolate(masks, size=tuple(size), mode="bilinear", align_corners=False)
+        return masks

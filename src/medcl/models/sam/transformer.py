@@ -25,7 +25,8 @@ from ...errors import ConfigError
 class Attention(nn.Module):
     """Multi-head attention with separate ``q/k/v/out`` projections through ``C / downsample``.
 
-    ``q (B, Nq, C), k (B, Nk, C), v (B, Nk, C) -> (B, Nq, C)``.
+    ``q (B, Nq, C), k (B, Nk, C), v (B, Nk, C) -> (B, Nq, C)``; ``mask`` (bool, broadcastable
+    to ``(Nq, Nk)``, True where a query may attend to a key) restricts the attention.
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
@@ -44,10 +45,12 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         q, k, v = (self._heads(self.q_proj(q)), self._heads(self.k_proj(k)),
                    self._heads(self.v_proj(v)))
         attn = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            attn = attn.masked_fill(~mask, float("-inf"))
         out = attn.softmax(dim=-1) @ v
         b, _, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, self.internal_dim))
@@ -67,7 +70,11 @@ class MLPBlock(nn.Module):
 
 
 class TwoWayAttentionBlock(nn.Module):
-    """One block of :class:`TwoWayTransformer` (see the module docstring)."""
+    """One block of :class:`TwoWayTransformer` (see the module docstring).
+
+    ``token_mask`` ``(Nt, Nt)`` restricts the tokens' self-attention and ``image_mask`` ``(Nt,)``
+    the tokens the image attends to (True: allowed; None: all).
+    """
 
     def __init__(self, embedding_dim: int, num_heads: int, mlp_dim: int,
                  attention_downsample_rate: int = 2, skip_first_layer_pe: bool = False) -> None:
@@ -84,13 +91,14 @@ class TwoWayAttentionBlock(nn.Module):
                                                    attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries: Tensor, keys: Tensor, query_pe: Tensor,
-                key_pe: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, queries: Tensor, keys: Tensor, query_pe: Tensor, key_pe: Tensor, *,
+                token_mask: Tensor | None = None,
+                image_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries)
+            queries = self.self_attn(queries, queries, queries, token_mask)
         else:
             q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
+            queries = queries + self.self_attn(q, q, queries, token_mask)
         queries = self.norm1(queries)
 
         q, k = queries + query_pe, keys + key_pe
@@ -98,7 +106,7 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + self.mlp(queries))
 
         q, k = queries + query_pe, keys + key_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries, image_mask))
         return queries, keys
 
 
@@ -113,7 +121,8 @@ class TwoWayTransformer(nn.Module):
         attention_downsample_rate: cross-attentions work in ``C / rate`` channels.
 
     ``forward(image_embedding (B, C, h, w), image_pe (B, C, h, w), tokens (B, N, C))`` returns
-    ``(tokens (B, N, C), image tokens (B, h * w, C))``.
+    ``(tokens (B, N, C), image tokens (B, h * w, C))``; ``token_mask (N, N)`` and
+    ``image_mask (N,)`` (see :class:`TwoWayAttentionBlock`) let several prompts share one pass.
     """
 
     def __init__(self, *, depth: int = 2, embedding_dim: int = 256, num_heads: int = 8,
@@ -127,12 +136,14 @@ class TwoWayTransformer(nn.Module):
                                                    attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
-    def forward(self, image_embedding: Tensor, image_pe: Tensor,
-                tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, image_embedding: Tensor, image_pe: Tensor, tokens: Tensor, *,
+                token_mask: Tensor | None = None,
+                image_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         keys = image_embedding.flatten(2).transpose(1, 2)
         key_pe = image_pe.flatten(2).transpose(1, 2)
         queries = tokens
         for layer in self.layers:
-            queries, keys = layer(queries, keys, tokens, key_pe)
+            queries, keys = layer(queries, keys, tokens, key_pe, token_mask=token_mask,
+                                  image_mask=image_mask)
         attn = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
         return self.norm_final_attn(queries + attn), keys
