@@ -139,12 +139,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from medcl.data.labels import LabelSpec
     from medcl.evaluation.evaluate import evaluate_folders, format_markdown
 
-    class_values = None
+    class_values = groups = None
     if args.labels:
         spec = LabelSpec.from_file(args.labels)
         class_values = dict(zip(spec.foreground_names, spec.label_values[1:]))
+        groups = {g: [class_values[n] for n in m if n in class_values] for g, m in spec.groups.items()}
     out = Path(args.output or args.pred_dir)
-    summary = evaluate_folders(args.gt_dir, args.pred_dir, class_values=class_values,
+    summary = evaluate_folders(args.gt_dir, args.pred_dir, class_values=class_values, groups=groups,
                                out_dir=out, image_dir=args.images,
                                overlay_dir=out / "overlays" if args.images and args.overlays else None,
                                num_overlay_slices=args.overlays)

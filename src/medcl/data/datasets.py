@@ -16,12 +16,24 @@ Two layouts are understood, with no code change per dataset:
 * the **nnU-Net layout**: ``imagesTr/{case}_{XXXX}.nii.gz``, ``labelsTr/{case}.nii.gz``,
   ``imagesTs`` (and optionally ``labelsTs``, ``imagesVal``/``labelsVal``) and ``dataset.json``.
 
+* a **described layout**: the dataset description's ``files`` section gives, per split, file
+  patterns relative to ROOT with ``{case}`` and ``{channel}`` (a channel name) placeholders, the
+  label kind of the split's label files, and optionally the cases to take or leave out::
+
+      "files": {"train": {"images": "train25/{case}_{channel}.nii.gz",
+                          "labels": "scribbles/{case}_gd.nii.gz", "label_kind": "scribble",
+                          "dense_labels": "train25_myops_gd/{case}_gd.nii.gz",
+                          "exclude_cases": ["myops_training_101"]},
+                "val": {..., "cases": ["myops_training_101"]},
+                "test": {"images": "test20/{case}_{channel}.nii.gz"}}
+
 The label definition (:class:`~medcl.labels.LabelSpec`) comes from an explicit file, else from
 ``ROOT/dataset.json``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -30,7 +42,7 @@ from pathlib import Path
 
 from medcl.data.io import case_stem, is_nifti
 from medcl.data.labels import LabelSpec
-from medcl.errors import DataError
+from medcl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +51,9 @@ _MSCMR_DIRS = {"train": ("train",), "val": ("val", "validation"), "test": ("Test
 _NNUNET_DIRS = {"train": ("imagesTr", "labelsTr"), "val": ("imagesVal", "labelsVal"),
                 "test": ("imagesTs", "labelsTs")}
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+TRAIN_LABELS = ("labels", "dense_labels")
+_SPLIT_KEYS = {"images", "labels", "label_kind", "dense_labels", "dense_kind", "cases",
+               "exclude_cases"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +63,7 @@ class Case:
     case_id: str
     image_paths: tuple[Path, ...]
     label_path: Path | None = None
+    label_kind: str | None = None
 
 
 @dataclass
@@ -75,23 +91,36 @@ def nifti_files(folder: Path) -> list[Path]:
     return files
 
 
-def group_channels(files: list[Path], in_channels: int) -> dict[str, tuple[Path, ...]]:
+def _named_channel(stem: str, channel_names: tuple[str, ...]) -> tuple[str, int] | None:
+    for index, name in enumerate(channel_names):
+        if stem.endswith("_" + name) and len(stem) > len(name) + 1:
+            return stem[: -len(name) - 1], index
+    return None
+
+
+def group_channels(files: list[Path], in_channels: int,
+                   channel_names: tuple[str, ...] = ()) -> dict[str, tuple[Path, ...]]:
     """Group image files into cases.
 
     With one channel, a file's stem is its case id unless it ends in ``_0000`` (nnU-Net style),
-    which is stripped. With several channels every file must be ``{case}_{XXXX}`` and every case
-    needs channels ``0000 .. in_channels-1``.
+    which is stripped. With several channels every file must be ``{case}_{XXXX}`` or
+    ``{case}_{channel name}`` (MyoPS's ``_C0``, ``_DE``, ``_T2``) and every case needs every
+    channel.
     """
     groups: dict[str, dict[int, Path]] = {}
     for path in files:
         stem = case_stem(path)
         match = _CHANNEL_RE.match(stem)
+        named = _named_channel(stem, channel_names) if in_channels > 1 else None
         if in_channels == 1 and not (match and int(match["channel"]) == 0):
             case, channel = stem, 0
         elif match:
             case, channel = match["case"], int(match["channel"])
+        elif named:
+            case, channel = named
         else:
-            raise DataError(f"{path}: expected a name '{{case}}_XXXX' for a {in_channels}-channel image")
+            raise DataError(f"{path}: expected a name '{{case}}_XXXX' or '{{case}}_NAME' with a "
+                            f"channel name of {list(channel_names)} for a {in_channels}-channel image")
         if channel in groups.setdefault(case, {}):
             raise DataError(f"{path}: duplicate channel {channel} for case {case!r}")
         groups[case][channel] = path
@@ -145,18 +174,90 @@ def _split_cases(images_dir: Path, labels_dir: Path, in_channels: int) -> list[C
     return [Case(c, p) for c, p in sorted(cases.items())]
 
 
+def read_description(root: Path, labels_file: str | os.PathLike | None) -> tuple[dict, str]:
+    """The dataset description (JSON) from ``labels_file``, else ``root/dataset.json``."""
+    path = Path(labels_file) if labels_file is not None else root / "dataset.json"
+    if labels_file is None and not path.is_file():
+        raise DataError(f"{root}: no dataset.json; pass a label definition file "
+                        "(e.g. --labels examples/mscmr.json)")
+    try:
+        return json.loads(path.read_text()), str(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: label definition file not found") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+
+
 def resolve_spec(root: Path, labels_file: str | os.PathLike | None) -> LabelSpec:
     """Label definition from ``labels_file``, else ``root/dataset.json``."""
-    if labels_file is not None:
-        return LabelSpec.from_file(labels_file)
-    candidate = root / "dataset.json"
-    if candidate.is_file():
-        return LabelSpec.from_file(candidate)
-    raise DataError(f"{root}: no dataset.json; pass a label definition file "
-                    "(e.g. --labels examples/mscmr.json)")
+    data, source = read_description(root, labels_file)
+    return LabelSpec.from_dict(data, source=source)
 
 
-def detect_layout(root: Path) -> str:
+def _pattern_regex(pattern: str, channel: str) -> re.Pattern:
+    literal = re.split(r"(\{case\}|\{channel\})", pattern)
+    parts = {"{case}": r"(?P<case>[^/]+?)", "{channel}": re.escape(channel)}
+    return re.compile("".join(parts.get(p, re.escape(p)) for p in literal))
+
+
+def _described_images(root: Path, pattern: str, channels: tuple[str, ...],
+                      source: str) -> dict[str, tuple[Path, ...]]:
+    """Case id -> channel files for an ``images`` pattern of a described layout."""
+    folder, name = os.path.split(pattern)
+    if "{" in folder or "{case}" not in name or (len(channels) > 1 and "{channel}" not in name):
+        raise ConfigError(f"{source}: image pattern {pattern!r} needs {{case}} (and {{channel}} "
+                          "for several channels) in the file name, not in the folder")
+    regexes = [_pattern_regex(name, c) for c in channels]
+    found: dict[str, dict[int, Path]] = {}
+    for path in nifti_files(root / folder):
+        hits = [(i, m) for i, r in enumerate(regexes) if (m := r.fullmatch(path.name))]
+        if not hits:
+            raise DataError(f"{path}: matches no declared channel {list(channels)} of the "
+                            f"pattern {pattern!r} in {source}")
+        index, match = hits[0]
+        found.setdefault(match["case"], {})[index] = path
+    cases = {}
+    for case, chans in sorted(found.items()):
+        for i, channel in enumerate(channels):
+            if i not in chans:
+                missing = root / folder / name.format(case=case, channel=channel)
+                raise DataError(f"{missing}: channel {channel!r} of case {case!r} is missing")
+        cases[case] = tuple(chans[i] for i in range(len(channels)))
+    return cases
+
+
+def _described_split(root: Path, desc: dict, spec: LabelSpec, source: str,
+                     train_labels: str = "labels") -> list[Case]:
+    if not isinstance(desc, dict) or "images" not in desc or set(desc) - _SPLIT_KEYS:
+        raise ConfigError(f"{source}: each split in 'files' needs 'images' and may have "
+                          f"{sorted(_SPLIT_KEYS - {'images'})}")
+    cases = _described_images(root, desc["images"], spec.channel_names, source)
+    wanted = desc.get("cases")
+    if wanted is not None:
+        unknown = [c for c in wanted if c not in cases]
+        if unknown:
+            raise DataError(f"{root / desc['images']}: cases {unknown} of {source} have no images")
+        cases = {c: cases[c] for c in sorted(wanted)}
+    for case in desc.get("exclude_cases", []):
+        cases.pop(case, None)
+    label_key = "dense_labels" if train_labels == "dense_labels" else "labels"
+    pattern = desc.get(label_key)
+    if train_labels == "dense_labels" and pattern is None:
+        raise ConfigError(f"{source}: the training split declares no 'dense_labels'")
+    kind = desc.get("dense_kind") if label_key == "dense_labels" else desc.get("label_kind")
+    spec.kind(kind)  # the kind must be declared
+    out = []
+    for case, paths in cases.items():
+        label = root / pattern.format(case=case) if pattern else None
+        if label is not None and not label.is_file():
+            raise DataError(f"{label}: label file of case {case!r} not found")
+        out.append(Case(case, paths, label, kind))
+    return out
+
+
+def detect_layout(root: Path, description: dict | None = None) -> str:
+    if description and "files" in description:
+        return "described"
     if (root / "imagesTr").is_dir():
         return "nnunet"
     if (root / "train").is_dir() or (root / "TestSet").is_dir() or (root / "test").is_dir():
@@ -165,12 +266,16 @@ def detect_layout(root: Path) -> str:
                     "(train/images, val/images, TestSet/images)")
 
 
-def discover(root: str | os.PathLike, labels_file: str | os.PathLike | None = None) -> Dataset:
+def discover(root: str | os.PathLike, labels_file: str | os.PathLike | None = None, *,
+             train_labels: str = "labels") -> Dataset:
     """Find every split of the dataset at ``root``.
 
     Args:
-        root: dataset folder in the MSCMR or nnU-Net layout.
-        labels_file: label definition (``dataset.json`` schema); default ``root/dataset.json``.
+        root: dataset folder in the MSCMR, nnU-Net or a described layout.
+        labels_file: dataset description (``dataset.json`` schema, optionally with ``files``,
+            ``label_kinds`` and ``groups``); default ``root/dataset.json``.
+        train_labels: ``labels`` (the scribbles) or ``dense_labels`` (a described layout's dense
+            labels of the training split, for the fully supervised upper bound).
 
     Raises:
         DataError: ``root`` is missing, in no known layout, or a split is inconsistent.
@@ -178,10 +283,23 @@ def discover(root: str | os.PathLike, labels_file: str | os.PathLike | None = No
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
-    layout = detect_layout(root)
-    spec = resolve_spec(root, labels_file)
+    if train_labels not in TRAIN_LABELS:
+        raise ConfigError(f"train_labels={train_labels!r} is not valid; choose from {TRAIN_LABELS}")
+    description, source = read_description(root, labels_file)
+    spec = LabelSpec.from_dict(description, source=source)
+    layout = detect_layout(root, description)
+    if train_labels != "labels" and layout != "described":
+        raise ConfigError(f"train_labels={train_labels!r} needs a described layout ('files' in "
+                          f"{source})")
     dataset = Dataset(root=root, layout=layout, spec=spec)
     for split in SPLITS:
+        if layout == "described":
+            files = description["files"]
+            if split in files:
+                dataset.splits[split] = _described_split(
+                    root, files[split], spec, f"{source} files.{split}",
+                    train_labels if split == "train" else "labels")
+            continue
         if layout == "nnunet":
             img_name, lab_name = _NNUNET_DIRS[split]
             if not (root / img_name).is_dir():

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from medcl.data.datasets import Case
-from medcl.data.io import Volume, check_same_geometry, load_image, load_nifti
+from medcl.data.geometry import GeometryNotes, check_geometry, read_image
+from medcl.data.io import Volume, load_nifti
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
@@ -55,17 +56,32 @@ class PreparedCase:
     dense_labels: np.ndarray | None = None
 
 
-def read_case(case: Case, spec: LabelSpec) -> tuple[Volume, np.ndarray | None]:
-    """Read a case's image ``(X, Y, Z, C)`` and its label map as class indices ``(X, Y, Z)``."""
-    image = load_image(case.image_paths)
+def read_label(path, spec: LabelSpec, kind: str | None = None) -> Volume:
+    """Read a label file of ``kind``; its values are rounded first when the kind says so."""
+    if not spec.kind(kind).round:
+        return load_nifti(path, kind="label")
+    label = load_nifti(path, kind="image")  # float32 holds integers up to 2**24 exactly
+    label.data = np.rint(label.data).astype(np.int64)
+    return label
+
+
+def read_case(case: Case, spec: LabelSpec, *, geometry: str = "auto",
+              notes: GeometryNotes | None = None) -> tuple[Volume, np.ndarray | None]:
+    """Read a case's image ``(X, Y, Z, C)`` and its label map as class indices ``(X, Y, Z)``.
+
+    Channels and the label file are checked against the first channel by the geometry policy
+    (:mod:`medcl.data.geometry`, mode ``geometry``); files put on the image's grid are recorded
+    in ``notes``.
+    """
+    image = read_image(case.image_paths, mode=geometry, notes=notes)
     if image.data.shape[-1] != spec.in_channels:
         raise DataError(f"{case.image_paths[0]}: {image.data.shape[-1]} channels, the dataset "
                         f"declares {spec.in_channels}")
     if case.label_path is None:
         return image, None
-    label = load_nifti(case.label_path, kind="label")
-    check_same_geometry(image, label)
-    return image, spec.to_indices(label.data, source=case.label_path)
+    label = read_label(case.label_path, spec, case.label_kind)
+    check_geometry(image, label, mode=geometry, notes=notes)
+    return image, spec.to_indices(label.data, source=case.label_path, kind=case.label_kind)
 
 
 def class_tags(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -75,17 +91,19 @@ def class_tags(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def load_case(case: Case, spec: LabelSpec, cfg: PreprocessConfig, *, labelled: bool = True,
-              keep_dense: bool = False) -> PreparedCase:
+              keep_dense: bool = False, geometry: str = "auto",
+              notes: GeometryNotes | None = None) -> PreparedCase:
     """Read and preprocess one case.
 
     Args:
         labelled: ``False`` hides the labels from supervision but keeps the class tags (the
             few-scribble setting's unscribbled volumes).
         keep_dense: keep the label map at the input grid (for validation Dice).
+        geometry, notes: see :func:`read_case`.
 
     With ``cfg.nonzero_mask`` the unlabelled pixels outside the field of view become background.
     """
-    image, labels = read_case(case, spec)
+    image, labels = read_case(case, spec, geometry=geometry, notes=notes)
     spacing_xy = image.spacing[:2]
     mask = field_of_view(image.data) if cfg.nonzero_mask else None
     slices = image_to_slices(image.data, spacing_xy, cfg, mask)

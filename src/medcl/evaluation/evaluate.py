@@ -12,17 +12,19 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from medcl.data.datasets import match_case, nifti_files
-from medcl.data.io import case_stem, check_same_geometry, load_nifti
+from medcl.data.geometry import GeometryNotes, check_geometry, header_geometry
+from medcl.data.io import case_stem, load_nifti
 from medcl.errors import ConfigError, DataError
 from medcl.evaluation.metrics import (
     BACKGROUND_VALUE,
     DEFINITIONS,
     METRIC_NAMES,
+    binary_metrics,
     case_metrics,
     check_class_values,
     empty_mask_flags,
@@ -127,8 +129,38 @@ def _case_images(image_dir: Path, case_ids: list[str]) -> dict[str, Path]:
     return {case: paths[0] for case, paths in matched.items()}
 
 
+def _check_groups(groups: Mapping[str, Sequence[int]] | None,
+                  classes: Mapping[str, int]) -> dict[str, list[int]]:
+    """Grouping name -> on-disk values; every value must be one of ``classes``."""
+    checked = {}
+    for name, values in (groups or {}).items():
+        unknown = sorted(set(values) - set(classes.values()))
+        if unknown or not values:
+            raise ConfigError(f"grouping {name!r} names values {unknown or '[]'} that are not "
+                              f"classes {dict(classes)}")
+        checked[str(name)] = sorted(int(v) for v in values)
+    return checked
+
+
+def group_metrics(pred: np.ndarray, gt: np.ndarray, groups: Mapping[str, Sequence[int]],
+                  spacing: Sequence[float]) -> dict[str, dict[str, float]]:
+    """Dice, HD95 and ASSD of each grouping (the union of its classes' values) of one case.
+
+    ``pred``, ``gt``: label volumes ``(X, Y, Z)`` of on-disk values. MyoPS: Edema = {1220, 2221}.
+    """
+    return {name: binary_metrics(np.isin(pred, values), np.isin(gt, values), spacing)
+            for name, values in groups.items()}
+
+
+def _spacing_of(gt, pred) -> tuple[float, float, float]:
+    """The ground truth's spacing, or the prediction's when the ground truth lost its geometry."""
+    return pred.spacing if header_geometry(gt.header).lost else gt.spacing
+
+
 def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
                      class_values: Mapping[str, int] | None = None,
+                     groups: Mapping[str, Sequence[int]] | None = None,
+                     geometry: str = "auto",
                      out_dir: str | os.PathLike | None = None,
                      overlay_dir: str | os.PathLike | None = None,
                      image_dir: str | os.PathLike | None = None,
@@ -140,6 +172,9 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         pred_dir: folder of predicted label maps, one ``{case}.nii.gz`` per case, same grid.
         class_values: class name -> on-disk label value. Default: every nonzero value found in
             the ground truth, named ``class_{value}``.
+        groups: grouping name -> on-disk values scored as one mask (MyoPS: ``{"Scar": [2221],
+            "Edema": [1220, 2221]}``), reported beside the classes with their mean.
+        geometry: geometry policy of :mod:`medcl.data.geometry` (prediction vs ground truth).
         out_dir: if given, ``summary.json`` and ``summary.md`` are written there.
         overlay_dir: if given (with ``image_dir``), overlay PNGs per case are written there.
         image_dir: folder of the images, matched to cases like the ground truth.
@@ -151,7 +186,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         "classes": {name: value}, "num_cases": int, "flagged": [{case, class, reason}],
         "affine_mismatch": [cases whose prediction and ground truth share shape and spacing but
         not the affine; compared voxel by voxel, with a warning],
-        "definitions": str, ...}``. Distances are in mm.
+        "definitions": str, "groups": {"values", "mean", "std", "cases", "mean_dice"} (only
+        with ``groups``), ...}``. Distances are in mm.
 
     Raises:
         DataError: files without partners, unreadable files, or a prediction (or image) whose
@@ -164,6 +200,9 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         classes = _classes_from_gt([gt for _, _, gt in pairs])
     images = _case_images(Path(image_dir), [c for c, _, _ in pairs]) if image_dir else {}
     foreground = [n for n, v in classes.items() if v != BACKGROUND_VALUE]
+    groups = _check_groups(groups, classes)
+    group_cases: dict[str, dict[str, dict[str, float]]] = {}
+    notes = GeometryNotes()
 
     cases: dict[str, dict[str, dict[str, float]]] = {}
     flagged: list[dict[str, str]] = []
@@ -172,9 +211,12 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
     for case, pred_path, gt_path in pairs:
         gt = load_nifti(gt_path, kind="label")
         pred = load_nifti(pred_path, kind="label")
-        if not check_same_geometry(gt, pred, strict_affine=False):
+        if not check_geometry(gt, pred, mode=geometry, notes=notes):
             geometry_warnings.append(case)
-        cases[case] = case_metrics(pred.data, gt.data, classes, gt.spacing, case_id=case)
+        spacing = _spacing_of(gt, pred)
+        cases[case] = case_metrics(pred.data, gt.data, classes, spacing, case_id=case)
+        if groups:
+            group_cases[case] = group_metrics(pred.data, gt.data, groups, spacing)
         flagged += [{"case": case, "class": name, "reason": reason}
                     for name, reason in empty_mask_flags(pred.data, gt.data, classes).items()]
         log.info("case %s: Dice %s", case,
@@ -184,11 +226,12 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
                 log.warning("case %s: no image in %s; overlay skipped", case, image_dir)
                 continue
             image = load_nifti(images[case], kind="image")
-            check_same_geometry(gt, image, strict_affine=False)
+            check_geometry(gt, image, mode=geometry, notes=notes)
             paths = save_overlays(image.data, pred.data, gt.data, overlay_dir, case, classes,
                                   num_slices=num_overlay_slices)
             overlays[case] = [p.name for p in paths]
 
+    notes.warn(str(pred_dir))
     mean, std = {}, {}
     for name in classes:
         mean[name], std[name] = _stats([cases[c][name] for c in cases])
@@ -204,6 +247,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         "flagged": flagged, "affine_mismatch": geometry_warnings, "cases": cases,
         "definitions": f"{DEFINITIONS} {AGGREGATION}",
     }
+    if groups:
+        summary["groups"] = _group_summary(groups, group_cases)
     if overlays:
         summary["overlays"] = overlays
     if out_dir is not None:
@@ -212,6 +257,14 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         atomic_write_text(out_dir / SUMMARY_MD, format_markdown(summary))
         log.info("wrote %s and %s to %s", SUMMARY_JSON, SUMMARY_MD, out_dir)
     return summary
+
+
+def _group_summary(groups: dict[str, list[int]], group_cases: dict) -> dict:
+    mean, std = {}, {}
+    for name in groups:
+        mean[name], std[name] = _stats([group_cases[c][name] for c in group_cases])
+    return {"values": groups, "mean": mean, "std": std, "cases": group_cases,
+            "mean_dice": float(np.mean([mean[n]["dice"] for n in groups]))}
 
 
 def _cell(text: object) -> str:
@@ -245,6 +298,14 @@ def format_markdown(summary: Mapping) -> str:
     rows.append(["**Mean (foreground)**",
                  *(_pm(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
     lines += _table(["Class", *(_HEADERS[m] for m in METRIC_NAMES)], rows)
+    if summary.get("groups"):
+        grouped = summary["groups"]
+        rows = [[f"{n} {grouped['values'][n]}",
+                 *(_pm(grouped["mean"][n], grouped["std"][n], m) for m in METRIC_NAMES)]
+                for n in grouped["values"]]
+        lines += ["", "## Groupings (union of the classes' values)", ""]
+        lines += _table(["Grouping", *(_HEADERS[m] for m in METRIC_NAMES)], rows)
+        lines += ["", f"Mean Dice of the groupings: {grouped['mean_dice']:.{DICE_DECIMALS}f}"]
 
     lines += ["", "## Per case", ""]
     header = ["Case", *(f"{n} {_HEADERS[m]}" for n in classes for m in METRIC_NAMES)]

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from medcl.data.datasets import group_channels, nifti_files
-from medcl.data.io import Volume, is_nifti, load_image, save_nifti
+from medcl.data.geometry import GeometryNotes, read_image
+from medcl.data.io import Volume, is_nifti, save_nifti
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
@@ -49,11 +50,12 @@ class Predictor:
         device: where to run the network.
         batch_size: slices per forward pass.
         flip_tta: average the probabilities over horizontal/vertical flips.
+        geometry: the geometry policy for the channels of an input (:mod:`medcl.data.geometry`).
     """
 
     def __init__(self, model: nn.Module, spec: LabelSpec, preprocess: PreprocessConfig, *,
                  device: torch.device | str = "cpu", batch_size: int = 16,
-                 flip_tta: bool = False) -> None:
+                 flip_tta: bool = False, geometry: str = "auto") -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device)
@@ -62,6 +64,7 @@ class Predictor:
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.flip_tta = flip_tta
+        self.geometry = geometry
         self.size_divisor = getattr(model, "size_divisor", 1)
 
     @classmethod
@@ -90,6 +93,7 @@ class Predictor:
                                       normalization=cfg["normalization"],
                                       nonzero_mask=cfg.get("nonzero_mask", False))
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
+        kwargs.setdefault("geometry", cfg.get("geometry", "auto"))
         log.info("loaded %s (step %d)", path, state.get("step", -1))
         return cls(model, spec, preprocess, device=resolve_device(device), **kwargs)
 
@@ -136,13 +140,15 @@ class Predictor:
         return labels
 
 
-def find_inputs(path: Path, in_channels: int) -> dict[str, tuple[Path, ...]]:
-    """Case id -> channel files, for a folder or a single NIfTI file."""
+def find_inputs(path: Path, in_channels: int,
+                channel_names: tuple[str, ...] = ()) -> dict[str, tuple[Path, ...]]:
+    """Case id -> channel files (``{case}_XXXX`` or ``{case}_{channel name}``), for a folder or
+    a single NIfTI file."""
     if path.is_file():
         if not is_nifti(path):
             raise DataError(f"{path}: not a .nii/.nii.gz file")
-        return group_channels([path], in_channels)
-    return group_channels(nifti_files(path), in_channels)
+        return group_channels([path], in_channels, channel_names)
+    return group_channels(nifti_files(path), in_channels, channel_names)
 
 
 def label_dtype(spec: LabelSpec) -> type:
@@ -157,8 +163,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                  progress: Callable[[str], None] | None = None) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
 
-    Outputs keep the input's affine, header and shape and hold the dataset's on-disk label
-    values. Nothing is written if any output already exists and ``overwrite`` is false.
+    Outputs keep the input's grid and geometry (as :mod:`medcl.data.geometry` reads it, written
+    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if any output already exists and ``overwrite`` is false.
 
     Args:
         save_probs: also write ``output_dir/probs/{case}.nii.gz``: ``(X, Y, Z, K)`` float32
@@ -170,7 +176,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.exists():
         raise DataError(f"{input_path}: input not found")
-    cases = find_inputs(input_path, predictor.spec.in_channels)
+    cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
     targets = {c: output_dir / f"{c}.nii.gz" for c in cases}
     if not overwrite:
         existing = [p for p in targets.values() if p.exists()]
@@ -179,8 +185,9 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                             "pass --overwrite to replace predictions")
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
+    notes = GeometryNotes()
     for case_id, paths in cases.items():
-        image = load_image(paths)
+        image = read_image(paths, mode=predictor.geometry, notes=notes)
         probs = predictor.predict_volume(image)
         labels = predictor.segment(probs, largest_component=largest_component)
         spec = predictor.spec
@@ -195,4 +202,5 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                           output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices)
         if progress is not None:
             progress(case_id)
+    notes.warn(str(input_path))
     return written

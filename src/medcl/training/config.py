@@ -51,6 +51,14 @@ class TrainConfig:
     num_scribbled: int | None = _opt(None, "keep scribbles of the first N training cases "
                                      "(sorted ids); the rest are unlabelled with class tags")
     scribbled_cases: list[str] | None = _opt(None, "explicit case ids whose scribbles are kept")
+    geometry: str = _opt("auto", "header geometry policy (docs/data.md): auto puts files with no "
+                         "or self-inconsistent geometry on the image's grid and stops on a real "
+                         "conflict; image accepts the image's geometry for every file of its "
+                         "shape; strict stops on any difference",
+                         choices=("auto", "image", "strict"))
+    train_labels: str = _opt("labels", "training label files of a described layout: labels "
+                             "(the scribbles) or dense_labels (the fully supervised upper bound, "
+                             "with --supervision dense)", choices=("labels", "dense_labels"))
     supervision: str = _opt("scribble", "scribble: partial CE on labelled pixels; dense: CE "
                             "(+ Dice with --dice-weight) on dense labels, the upper bound",
                             choices=SUPERVISIONS)

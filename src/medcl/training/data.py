@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import nibabel as nib
 
 from medcl.data.datasets import Dataset, discover
+from medcl.data.geometry import GeometryNotes
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import PreprocessConfig
 from medcl.data.slices import PreparedCase, load_case, select_scribbled
@@ -39,7 +40,7 @@ def median_inplane_spacing(dataset: Dataset) -> float:
 
 def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
     """Discover and preprocess the data; returns it and ``cfg`` with ``target_spacing`` resolved."""
-    dataset = discover(cfg.data, cfg.labels)
+    dataset = discover(cfg.data, cfg.labels, train_labels=cfg.train_labels)
     if cfg.target_spacing is None:
         cfg = replace(cfg, target_spacing=round(median_inplane_spacing(dataset), 5))
         log.info("target spacing: median of the training images, %.5f mm", cfg.target_spacing)
@@ -48,13 +49,16 @@ def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
     spec = dataset.spec
     scribbled = select_scribbled(dataset.cases("train"), num_scribbled=cfg.num_scribbled,
                                  scribbled_cases=cfg.scribbled_cases)
-    train_cases = [load_case(c, spec, preprocess, labelled=c.case_id in scribbled)
+    notes = GeometryNotes()
+    train_cases = [load_case(c, spec, preprocess, labelled=c.case_id in scribbled,
+                             geometry=cfg.geometry, notes=notes)
                    for c in dataset.cases("train")]
     missing = [c.image_paths[0] for c in dataset.cases("train") if c.label_path is None]
     if missing:
         raise DataError(f"{missing[0]}: training case without a label file")
-    val_cases = [load_case(c, spec, preprocess, keep_dense=True)
+    val_cases = [load_case(c, spec, preprocess, keep_dense=True, geometry=cfg.geometry, notes=notes)
                  for c in dataset.cases("val") if c.label_path is not None]
+    notes.warn(str(dataset.root))
     if not val_cases:
         log.warning("no labelled validation split: the best checkpoint will be the last one")
     log.info("training cases: %d scribbled, %d unlabelled; validation cases: %d",
