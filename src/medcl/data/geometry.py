@@ -105,8 +105,8 @@ def same_affine(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _is_default(affine: np.ndarray) -> bool:
-    """Unit spacing, axis-aligned (signed identity) and zero origin: an array saved bare."""
-    direction = affine[:3, :3]
+    """Axis-aligned (signed identity directions) at the origin: an array saved bare."""
+    direction = affine[:3, :3] / _spacing(affine)
     return (np.allclose(np.abs(direction), np.eye(3), atol=DIRECTION_ATOL)
             and np.allclose(affine[:3, 3], 0.0, atol=ORIGIN_ATOL_MM))
 

@@ -157,8 +157,8 @@ class LabelSpec:
         unknown = sorted(set(present.tolist()) - set(lut_keys))
         if unknown:
             allowed = sorted(lut_keys)
-            raise DataError(f"{source}: label values {unknown} are not in the code of label kind "
-                            f"{kind or DEFAULT_KIND!r} {allowed}")
+            raise DataError(f"{source}: label values {unknown} are not in the declared set "
+                            f"{allowed} of label kind {kind or DEFAULT_KIND!r}")
         out = np.empty(values.shape, dtype=np.int64)
         for key, val in zip(lut_keys, lut_vals):
             out[values == key] = val
