@@ -177,3 +177,22 @@ def test_overlay_image_geometry_checked(folders, tmp_path):
     write(images / "subject1_DE.nii.gz", np.zeros((6, 6, 3), np.float32))
     with pytest.raises(DataError, match="subject1_DE.nii.gz: shape"):
         evaluate_folders(gt, pred, overlay_dir=tmp_path / "png", image_dir=images)
+
+
+def test_grouped_dice_is_the_union_of_the_classes(folders):
+    """subject1: union gt 6, pred 6 voxels, overlap 5 -> 10/12; subject2: 8/10 (class 2 missed)."""
+    gt, pred = folders
+    summary = evaluate_folders(gt, pred, groups={"Both": [1, 2], "Two": [2]})
+    grouped = summary["groups"]
+    assert grouped["cases"]["subject1_DE"]["Both"]["dice"] == pytest.approx(10 / 12)
+    assert grouped["cases"]["subject2_DE"]["Both"]["dice"] == pytest.approx(0.8)
+    assert grouped["mean"]["Two"]["dice"] == pytest.approx(0.25)
+    assert grouped["mean_dice"] == pytest.approx(((10 / 12 + 0.8) / 2 + 0.25) / 2)
+    assert summary["cases"]["subject1_DE"]["class_2"]["dice"] == pytest.approx(0.5)  # unchanged
+    assert "Mean Dice of the groupings: 0.533" in format_markdown(summary)
+
+
+def test_grouping_with_an_unknown_value(folders):
+    gt, pred = folders
+    with pytest.raises(ConfigError, match=r"grouping 'Edema' names values \[1220\]"):
+        evaluate_folders(gt, pred, groups={"Edema": [1220, 2]})
