@@ -154,6 +154,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from medcl.data.convert import convert_to_nnunet
+
+    dataset = convert_to_nnunet(args.source, args.out, labels_file=args.labels,
+                                geometry=args.geometry, overwrite=args.overwrite)
+    counts = ", ".join(f"{s} {len(c)}" for s, c in dataset.splits.items())
+    print(f"wrote {dataset.layout} layout ({counts}) to {args.out} in the nnU-Net v2 layout")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from medcl.demo import run_demo
 
@@ -210,6 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", type=int, default=3, metavar="N",
                    help="overlay PNGs per case when --images is given")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("convert", help="write a dataset (MSCMR, MyoPS, any described layout) "
+                       "in the nnU-Net v2 layout")
+    p.add_argument("source", help="dataset folder")
+    p.add_argument("out", help="output folder (imagesTr, labelsTr, imagesTs, dataset.json, "
+                   "splits_final.json)")
+    p.add_argument("--labels", help="dataset description JSON (default: SOURCE/dataset.json)")
+    p.add_argument("--geometry", choices=("auto", "image", "strict"), default="auto",
+                   help="header geometry policy (docs/data.md)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo", help="generate data, train, predict and evaluate in minutes")
     p.add_argument("--out", default="demo_run", help="output folder (default: demo_run)")

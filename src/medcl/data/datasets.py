@@ -15,6 +15,8 @@ Two layouts are understood, with no code change per dataset:
 
 * the **nnU-Net layout**: ``imagesTr/{case}_{XXXX}.nii.gz``, ``labelsTr/{case}.nii.gz``,
   ``imagesTs`` (and optionally ``labelsTs``, ``imagesVal``/``labelsVal``) and ``dataset.json``.
+  A ``splits_final.json`` beside them (what ``medcl convert`` writes) moves the ``val`` cases of
+  its first fold from ``imagesTr`` to the validation split.
 
 * a **described layout**: the dataset description's ``files`` section gives, per split, file
   patterns relative to ROOT with ``{case}`` and ``{channel}`` (a channel name) placeholders, the
@@ -52,6 +54,7 @@ _NNUNET_DIRS = {"train": ("imagesTr", "labelsTr"), "val": ("imagesVal", "labelsV
                 "test": ("imagesTs", "labelsTs")}
 _CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 TRAIN_LABELS = ("labels", "dense_labels")
+SPLITS_FILE = "splits_final.json"  # nnU-Net's split file: [{"train": [...], "val": [...]}, ...]
 _SPLIT_KEYS = {"images", "labels", "label_kind", "dense_labels", "dense_kind", "cases",
                "exclude_cases"}
 
@@ -255,6 +258,21 @@ def _described_split(root: Path, desc: dict, spec: LabelSpec, source: str,
     return out
 
 
+def _apply_split_file(dataset: Dataset, path: Path) -> None:
+    """Move the first fold's validation cases of nnU-Net's split file out of ``train``."""
+    try:
+        fold = json.loads(path.read_text())[0]
+        val = set(fold["val"])
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        raise DataError(f"{path}: not a split file [{{'train': [...], 'val': [...]}}] ({exc})") from None
+    train = dataset.splits.get("train", [])
+    unknown = sorted(val - {c.case_id for c in train})
+    if unknown:
+        raise DataError(f"{path}: validation cases {unknown} are not in imagesTr")
+    dataset.splits["train"] = [c for c in train if c.case_id not in val]
+    dataset.splits["val"] = [c for c in train if c.case_id in val] + dataset.splits.get("val", [])
+
+
 def detect_layout(root: Path, description: dict | None = None) -> str:
     if description and "files" in description:
         return "described"
@@ -311,6 +329,8 @@ def discover(root: str | os.PathLike, labels_file: str | os.PathLike | None = No
                 continue
             images_dir, labels_dir = base / "images", base / "labels"
         dataset.splits[split] = _split_cases(images_dir, labels_dir, spec.in_channels)
+    if layout == "nnunet" and (root / SPLITS_FILE).is_file():
+        _apply_split_file(dataset, root / SPLITS_FILE)
     if not dataset.splits.get("train"):
         raise DataError(f"{root}: no training split found")
     log.info("dataset %s (%s layout): %s", root, layout,
