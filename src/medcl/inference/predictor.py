@@ -157,14 +157,29 @@ def label_dtype(spec: LabelSpec) -> type:
 
 
 def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
-                 predictor: Predictor, *, save_probs: bool = False,
-                 largest_component: bool = False, overwrite: bool = False,
-                 overlay_slices: int = 0,
-                 progress: Callable[[str], None] | None = None) -> list[Path]:
+                 predictor: Predictor, **kwargs) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
 
+    Input files are ``{case}_XXXX`` or ``{case}_{channel name}`` per channel; see
+    :func:`predict_cases` for the outputs and the keyword arguments.
+    """
+    input_path = Path(input_path)
+    if not input_path.exists():
+        raise DataError(f"{input_path}: input not found")
+    cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
+    return predict_cases(cases, output_dir, predictor, **kwargs)
+
+
+def predict_cases(cases: dict[str, tuple[Path, ...]], output_dir: str | os.PathLike,
+                  predictor: Predictor, *, save_probs: bool = False,
+                  largest_component: bool = False, overwrite: bool = False,
+                  overlay_slices: int = 0,
+                  progress: Callable[[str], None] | None = None) -> list[Path]:
+    """Predict each case (case id -> channel files) into ``output_dir/{case}.nii.gz``.
+
     Outputs keep the input's grid and geometry (as :mod:`medcl.data.geometry` reads it, written
-    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if any output already exists and ``overwrite`` is false.
+    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if
+    any output already exists and ``overwrite`` is false.
 
     Args:
         save_probs: also write ``output_dir/probs/{case}.nii.gz``: ``(X, Y, Z, K)`` float32
@@ -173,10 +188,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
         progress: called with each case id once it is done.
     """
-    input_path, output_dir = Path(input_path), Path(output_dir)
-    if not input_path.exists():
-        raise DataError(f"{input_path}: input not found")
-    cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
+    output_dir = Path(output_dir)
     targets = {c: output_dir / f"{c}.nii.gz" for c in cases}
     if not overwrite:
         existing = [p for p in targets.values() if p.exists()]
@@ -202,5 +214,5 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                           output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices)
         if progress is not None:
             progress(case_id)
-    notes.warn(str(input_path))
+    notes.warn(str(output_dir))
     return written
