@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, data: Path) -> dict:
     steps = [r for r in read_metrics(run_dir) if r["event"] == "step"]
     groups = summary["groups"]
     return {"name": name, "row": args.row, "budget_minutes": args.minutes,
-            "config": cfg.to_dict(), "steps": result["step"], "train_wall_s": round(train_wall, 1),
+            "config": json.loads((run_dir / "config.json").read_text()), "steps": result["step"], "train_wall_s": round(train_wall, 1),
             "best_step": result["best_step"], "best_val_selection_dice": result["best"],
             "val_scar_dice": groups["mean"]["Scar"]["dice"],
             "val_edema_dice": groups["mean"]["Edema"]["dice"],
