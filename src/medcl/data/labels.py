@@ -37,6 +37,8 @@ import numpy as np
 from medcl.errors import ConfigError, DataError
 
 IGNORE_NAME = "ignore"
+#: class index of the background (the first class of every label definition)
+BACKGROUND = 0
 DEFAULT_KIND = "dense"
 _KIND_KEYS = {"unlabelled", "values", "map", "round"}
 
