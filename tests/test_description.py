@@ -164,3 +164,54 @@ def test_normalisation_is_per_channel():
     expected = (np.arange(8.0) - 3.5) / np.std(np.arange(8.0))
     for c in range(2):
         np.testing.assert_allclose(out[..., c].ravel(), expected, rtol=1e-5)
+
+
+class _AllScar(torch.nn.Module):
+    """Logits ``(B, 5, H, W)`` that put every pixel in class 4 (scar)."""
+
+    def forward(self, x):
+        out = torch.zeros(x.shape[0], 5, *x.shape[-2:])
+        out[:, 4] = 1.0
+        return out
+
+
+def test_validation_reports_groupings_and_selects_on_their_mean(tmp_path):
+    from medcl.inference.predictor import Predictor
+    from medcl.training.validation import validate
+
+    root, desc = make_myops(tmp_path)
+    ds = discover(root, desc)
+    case = load_case(ds.cases("val")[0], ds.spec, PreprocessConfig(), keep_dense=True)
+    result = validate(Predictor(_AllScar(), ds.spec, PreprocessConfig()), [case])
+    # 128 voxels predicted scar; ground truth: 1 scar voxel, 1 edema voxel
+    assert result["dice"]["Scar"] == pytest.approx(2 / 129)
+    assert result["dice"]["Edema"] == pytest.approx(4 / 130)
+    assert result["mean_dice"] == pytest.approx((2 / 129 + 4 / 130) / 2)
+
+
+def test_predict_reads_channel_name_suffixes(tmp_path):
+    from medcl.inference.predictor import find_inputs
+
+    root, _ = make_myops(tmp_path)
+    cases = find_inputs(root / "test20", 3, CHANNELS)
+    assert list(cases) == ["myops_test_201"]
+    assert [p.name[-9:] for p in cases["myops_test_201"]] == ["C0.nii.gz", "DE.nii.gz", "T2.nii.gz"]
+    with pytest.raises(DataError, match="myops_test_201_C0.nii.gz: expected a name"):
+        find_inputs(root / "test20", 3, ("A", "B", "C"))
+
+
+def test_cli_evaluate_reports_the_groupings(tmp_path, capsys):
+    import shutil
+
+    from medcl.cli import main
+
+    root, desc = make_myops(tmp_path)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for path in (root / "train25_myops_gd").iterdir():
+        shutil.copy(path, pred / path.name.replace("_gd", ""))
+    assert main(["evaluate", str(root / "train25_myops_gd"), str(pred), "--labels", str(desc),
+                 "-o", str(tmp_path / "eval")]) == 0
+    out = capsys.readouterr().out
+    assert "| Edema [1220, 2221] | 1.000 ± 0.000" in out
+    assert "Mean Dice of the groupings: 1.000" in out

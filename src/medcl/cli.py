@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from medcl import __version__
+from medcl.data.geometry import GEOMETRY_MODES
 from medcl.errors import MedclError
 from medcl.runtime import distributed
 from medcl.training.config import TrainConfig, field_type
@@ -124,8 +125,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from medcl.inference.predictor import Predictor, predict_path
 
+    extra = {"geometry": args.geometry} if args.geometry else {}
     predictor = Predictor.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
-                                   flip_tta=args.tta, precision=args.precision)
+                                   flip_tta=args.tta, precision=args.precision, **extra)
     with tqdm(unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
         written = predict_path(args.input, args.output, predictor, save_probs=args.save_probs,
                                largest_component=args.largest_component,
@@ -146,6 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         groups = {g: [class_values[n] for n in m if n in class_values] for g, m in spec.groups.items()}
     out = Path(args.output or args.pred_dir)
     summary = evaluate_folders(args.gt_dir, args.pred_dir, class_values=class_values, groups=groups,
+                               geometry=args.geometry,
                                out_dir=out, image_dir=args.images,
                                overlay_dir=out / "overlays" if args.images and args.overlays else None,
                                num_overlay_slices=args.overlays)
@@ -206,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="network precision (default: the run's training precision)")
+    p.add_argument("--geometry", choices=GEOMETRY_MODES,
+                   help="header geometry policy for the channels (default: the run's)")
     p.add_argument("--overlays", type=int, default=0, metavar="N",
                    help="write N overlay PNGs per case into OUTPUT/overlays")
     p.add_argument("--overwrite", action="store_true", help="replace existing predictions")
@@ -219,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="image folder, for overlay PNGs")
     p.add_argument("--overlays", type=int, default=3, metavar="N",
                    help="overlay PNGs per case when --images is given")
+    p.add_argument("--geometry", choices=GEOMETRY_MODES, default="auto",
+                   help="header geometry policy, prediction vs ground truth (docs/data.md)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("convert", help="write a dataset (MSCMR, MyoPS, any described layout) "
@@ -227,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder (imagesTr, labelsTr, imagesTs, dataset.json, "
                    "splits_final.json)")
     p.add_argument("--labels", help="dataset description JSON (default: SOURCE/dataset.json)")
-    p.add_argument("--geometry", choices=("auto", "image", "strict"), default="auto",
+    p.add_argument("--geometry", choices=GEOMETRY_MODES, default="auto",
                    help="header geometry policy (docs/data.md)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     p.set_defaults(func=cmd_convert)

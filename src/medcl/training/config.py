@@ -11,6 +11,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medcl.data.datasets import TRAIN_LABELS
+from medcl.data.geometry import GEOMETRY_MODES
 from medcl.errors import ConfigError
 from medcl.method.clustering import (
     CLUSTERINGS,
@@ -65,10 +67,10 @@ class TrainConfig:
                          "or self-inconsistent geometry on the image's grid and stops on a real "
                          "conflict; image accepts the image's geometry for every file of its "
                          "shape; strict stops on any difference",
-                         choices=("auto", "image", "strict"))
+                         choices=GEOMETRY_MODES)
     train_labels: str = _opt("labels", "training label files of a described layout: labels "
                              "(the scribbles) or dense_labels (the fully supervised upper bound, "
-                             "with --supervision dense)", choices=("labels", "dense_labels"))
+                             "with --supervision dense)", choices=TRAIN_LABELS)
     supervision: str = _opt("scribble", "scribble: partial CE on labelled pixels; dense: CE "
                             "(+ Dice with --dice-weight) on dense labels, the upper bound",
                             choices=SUPERVISIONS)
