@@ -147,3 +147,47 @@ def test_one_warning_per_dataset_lists_the_files(caplog):
     assert len(caplog.records) == 1
     assert "MyoPS: 7 file(s)" in caplog.text and "s4.nii.gz" in caplog.text
     assert "s5.nii.gz" not in caplog.text and "(and 2 more)" in caplog.text
+
+
+def _unit_sform(path):
+    """Rewrite ``path`` like the ACDC release: sform unit-scaled, qform and pixdim kept."""
+    img = nib.load(str(path))
+    qform = img.header.get_qform()
+    unit = qform.copy()
+    unit[:3, :3] = qform[:3, :3] / np.linalg.norm(qform[:3, :3], axis=0)
+    out = nib.Nifti1Image(np.asanyarray(img.dataobj), None, img.header)
+    out.set_qform(qform, code=1)
+    out.set_sform(unit, code=1)
+    nib.save(out, str(path))
+
+
+def test_cli_trains_on_an_acdc_like_release_and_names_the_option(tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    from test_cli import TRAIN_FLAGS
+
+    from medcl.cli import main
+
+    root = tmp_path / "acdc"
+    shutil.copytree(tiny_dataset, root)
+    for path in [*root.glob("*/images/*.nii.gz"), *root.glob("val/labels/*.nii.gz")]:
+        _unit_sform(path)
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"), *TRAIN_FLAGS]) == 0
+    assert "header inconsistent (sform spacing (1, 1, 1) mm vs pixdim" in capsys.readouterr().err
+    assert main(["predict", "-i", str(root / "TestSet" / "images"), "-o", str(tmp_path / "pred"),
+                 "-m", str(tmp_path / "run")]) == 0
+    pred = nib.load(str(next((tmp_path / "pred").glob("*.nii.gz")))).header
+    np.testing.assert_allclose(pred.get_sform(), pred.get_qform(), atol=1e-4)
+    # a genuine conflict: one scribble file says another spacing
+    scribble = next(root.glob("train/labels/*.nii.gz"))
+    img = nib.load(str(scribble))
+    wrong = img.affine.copy()
+    wrong[:3, :3] *= 1.25
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj), wrong), str(scribble))
+    capsys.readouterr()
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run2"), *TRAIN_FLAGS]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{scribble.name}: affine differs" in err and "spacing" in err
+    assert "--geometry image" in err
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "run3"), "--geometry",
+                 "image", *TRAIN_FLAGS]) == 0
