@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import write_nifti
 from test_description import make_myops
 
 from medcl.cli import main
@@ -13,7 +14,7 @@ from medcl.data.convert import convert_to_nnunet
 from medcl.data.datasets import discover
 from medcl.data.preprocessing import PreprocessConfig
 from medcl.data.slices import load_case
-from medcl.errors import DataError
+from medcl.errors import ConfigError, DataError
 
 
 def _slices(root, labels=None):
@@ -68,3 +69,22 @@ def test_convert_refuses_a_non_empty_folder(tmp_path, tiny_dataset):
     (tmp_path / "x.txt").write_text("mine")
     with pytest.raises(DataError, match="output folder is not empty"):
         convert_to_nnunet(tiny_dataset, tmp_path)
+
+
+def test_ct_layout_is_a_described_pattern(tmp_path):
+    """BTCV's img/imgXXXX, label/labelXXXX with one channel: a description, no code."""
+    root = tmp_path / "ct"
+    for case in ("0001", "0002"):
+        write_nifti(root / "img" / f"img{case}.nii.gz", np.full((6, 6, 2), -1000.0, np.float32))
+        write_nifti(root / "label" / f"label{case}.nii.gz", np.ones((6, 6, 2), np.uint8))
+    desc = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "spleen": 1},
+            "files": {"train": {"images": "img/img{case}.nii.gz",
+                                "labels": "label/label{case}.nii.gz"}}}
+    (root / "dataset.json").write_text(json.dumps(desc))
+    convert_to_nnunet(root, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out" / "imagesTr").iterdir()) == [
+        "0001_0000.nii.gz", "0002_0000.nii.gz"]
+    bad = {**desc, "files": {"train": {**desc["files"]["train"], "labels": "label/x_{channel}.nii.gz"}}}
+    (root / "dataset.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match=r"label pattern 'label/x_\{channel\}.nii.gz' needs"):
+        discover(root)

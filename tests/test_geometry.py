@@ -145,7 +145,7 @@ def test_one_warning_per_dataset_lists_the_files(caplog):
     with caplog.at_level(logging.WARNING):
         notes.warn("MyoPS")
     assert len(caplog.records) == 1
-    assert "MyoPS: 7 file(s)" in caplog.text and "s4.nii.gz" in caplog.text
+    assert "MyoPS: 7 header problem(s)" in caplog.text and "s4.nii.gz" in caplog.text
     assert "s5.nii.gz" not in caplog.text and "(and 2 more)" in caplog.text
 
 

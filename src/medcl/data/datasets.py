@@ -247,6 +247,8 @@ def _described_split(root: Path, desc: dict, spec: LabelSpec, source: str,
     pattern = desc.get(label_key)
     if train_labels == "dense_labels" and pattern is None:
         raise ConfigError(f"{source}: the training split declares no 'dense_labels'")
+    if pattern is not None and ("{case}" not in pattern or "{channel}" in pattern):
+        raise ConfigError(f"{source}: label pattern {pattern!r} needs {{case}} and no {{channel}}")
     kind = desc.get("dense_kind") if label_key == "dense_labels" else desc.get("label_kind")
     spec.kind(kind)  # the kind must be declared
     out = []

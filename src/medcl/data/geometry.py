@@ -181,8 +181,9 @@ class GeometryNotes:
             return
         listed = "; ".join(f"{p}: {r}" for p, r in self.items[:MAX_LISTED_FILES])
         more = len(self.items) - MAX_LISTED_FILES
-        log.warning("%s: %d file(s) with header problems, put on their image's voxel grid: %s%s",
-                    what, len(self.items), listed, f" (and {more} more)" if more > 0 else "")
+        log.warning("%s: %d header problem(s); files that differ from their image are put on "
+                    "its voxel grid: %s%s", what, len(self.items), listed,
+                    f" (and {more} more)" if more > 0 else "")
         self.items.clear()
 
 
