@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from medcl.errors import ConfigError
 from medcl.method.losses import existence_loss
 from medcl.method.objectives import slice_tags
 from medcl.models import build_model
@@ -113,7 +114,7 @@ def test_supervised_warmup_switches_medcl_terms_on(tiny_dataset, tmp_path):
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
     steps = [r for r in records if r["event"] == "step"]
     assert [("global" in r) for r in steps] == [False] * 6 + [True] * 6
-    with pytest.raises(Exception, match="supervised_warmup"):
+    with pytest.raises(ConfigError, match=r"supervised_warmup must be in \[0, 1\), got 1.0"):
         TrainConfig(method="medcl", supervised_warmup=1.0)
 
 
