@@ -84,7 +84,7 @@ def test_class_names_from_option(folders):
     summary = evaluate_folders(gt, pred, class_values={"LV": 1, "Myo": 2})
     assert set(summary["mean"]) == {"LV", "Myo"}
     text = format_markdown(summary)
-    for expected in ("| LV |", "| Myo |", "Mean (foreground)", "LV Dice", "Myo HD95 (mm)"):
+    for expected in ("| LV |", "| Myo |", "Mean (foreground)", "LV Dice", "Myo HD95 medpy (mm)"):
         assert expected in text
 
 
