@@ -15,6 +15,8 @@ the NIfTI output lies on the DICOM grid in the scanner's world.
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import logging
 import os
 import uuid
@@ -160,6 +162,17 @@ def load_case_image(paths: Sequence[str | os.PathLike]) -> Volume:
     return stack_channels([load_volume(p, kind="image") for p in paths])
 
 
+@contextlib.contextmanager
+def _keep_locale():
+    """Restore the process locale afterwards: GDCM's writer switches it to "C" for good, which
+    would make later text writes that rely on the locale's encoding fail on non-ASCII text."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def _new_uid() -> str:
     return UUID_UID_ROOT + str(uuid.uuid4().int)
 
@@ -203,7 +216,7 @@ def save_series(folder: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
         for key, value in slice_tags.items():
             plane.SetMetaData(_TAGS[key], value)
         path = folder / f"slice{z:04d}{DICOM_SUFFIX}"
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, _keep_locale():
             writer.SetFileName(str(tmp))
             writer.Execute(plane)
         written.append(path)

@@ -17,7 +17,8 @@ along the same axes. Definitions:
     pooled distances, as ``medpy.metric.binary.hd95`` defines it;
   - ``"monai"``: ``max(percentile_95(P -> G), percentile_95(G -> P))``, the larger of the two
     directed 95th percentiles, as MONAI's ``compute_hausdorff_distance(percentile=95)`` and many
-    papers define it. It is never smaller than the pooled value.
+    papers define it. It is usually larger than the medpy value (one direction with a few far
+    outliers weighs more), though not always: the percentiles interpolate differently.
 * **ASSD** ``=`` the mean of the two directed mean distances,
   ``(mean(P -> G) + mean(G -> P)) / 2``, as ``medpy.metric.binary.assd`` defines it.
 

@@ -91,7 +91,9 @@ def box_plots(summary: Mapping) -> bytes:
         ConfigError: matplotlib is not installed (the ``report`` extra).
     """
     require("matplotlib", extra="report", feature="the HTML report's box plots")
-    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+    from matplotlib.figure import (
+        Figure,  # no pyplot: no global state, no display needed
+    )
 
     classes = list(summary["classes"])
     headers = metric_headers(summary)
