@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--hd95", choices=HD95_CONVENTIONS, default=HD95_MEDPY,
                         help="HD95 convention (docs/metrics.md); a non-default one adds "
-                             "'_hd95<name>' to the result name (with --evaluate-only: re-score a run)")
+                             "'_hd95<name>' to the result name (--evaluate-only: re-score a run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"

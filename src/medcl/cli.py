@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="Dice, HD95 and ASSD of predictions against labels")
-    p.add_argument("gt_dir", help="folder of ground-truth label maps (NIfTI or DICOM series folders)")
+    p.add_argument("gt_dir",
+                   help="folder of ground-truth label maps (NIfTI or DICOM series folders)")
     p.add_argument("pred_dir", help="folder of predictions ({case}.nii.gz)")
     p.add_argument("-o", "--output", help="folder for summary.json/summary.md (default: PRED_DIR)")
     p.add_argument("--labels", help="label definition JSON (class names)")

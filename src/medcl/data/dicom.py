@@ -134,7 +134,8 @@ def load_series(folder: str | os.PathLike, *, kind: str = "image") -> Volume:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise DataError(f"{folder}: unreadable DICOM series ({' '.join(str(exc).split())})") from exc
+        message = " ".join(str(exc).split())
+        raise DataError(f"{folder}: unreadable DICOM series ({message})") from exc
     if image.GetDimension() != _SPATIAL_DIMS or image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(f"{folder}: expected a 3D single-component series, got "
                         f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} "
@@ -211,7 +212,8 @@ def save_series(folder: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
     for z in range(data.shape[2]):
         plane = image[:, :, z]
         position = image.TransformIndexToPhysicalPoint((0, 0, z))
-        slice_tags = {**tags, "instance_uid": f"{series_uid}.{z + 1}", "instance_number": str(z + 1),
+        slice_tags = {**tags, "instance_uid": f"{series_uid}.{z + 1}",
+                      "instance_number": str(z + 1),
                       "position": "\\".join(f"{v:.10g}" for v in position)}
         for key, value in slice_tags.items():
             plane.SetMetaData(_TAGS[key], value)

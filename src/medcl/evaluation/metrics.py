@@ -66,8 +66,8 @@ _SURFACE_DEFINITION = (
     "(array border counts as outside). Distances in mm between surface voxels, spacing-aware."
 )
 _ASSD_EMPTY_DEFINITION = (
-    "ASSD = mean of the two directed mean surface distances (medpy). Empty masks: both empty -> Dice 1, "
-    "HD95 0, ASSD 0; exactly one empty -> Dice 0, HD95 = ASSD = volume diagonal in mm "
+    "ASSD = mean of the two directed mean surface distances (medpy). Empty masks: both empty -> "
+    "Dice 1, HD95 0, ASSD 0; exactly one empty -> Dice 0, HD95 = ASSD = volume diagonal in mm "
     "(worst-case penalty, flagged)."
 )
 
