@@ -12,11 +12,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medcl.errors import ConfigError
+from medcl.method.clustering import (
+    CLUSTERINGS,
+    CODE_DIM,
+    HEAD_FORM,
+    HEAD_FORMS,
+    HEAD_GRID,
+    HEAD_HIDDEN,
+    NUM_PROTOTYPES,
+    TEMPERATURE,
+)
+from medcl.method.objectives import SUPERVISIONS
 from medcl.models.registry import MODEL_REGISTRY
+from medcl.training.schedule import LR_SCHEDULES
 
-SUPERVISIONS = ("scribble", "dense")
 METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")
-LR_SCHEDULES = ("poly", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -120,14 +130,14 @@ class TrainConfig:
                               choices=("reverse", "shuffle"))
     clustering: str = _opt("contrastive", "clustering form: contrastive (global centres + "
                            "NT-Xent) or prototype (Sinkhorn prototypes)",
-                           choices=("contrastive", "prototype"))
-    head: str = _opt("pooled", "projection head: pooled (any size) or full (authors', tied to "
-                     "the crop size)", choices=("pooled", "full"))
-    head_grid: int = _opt(16, "pooled head layout side")
-    head_hidden: int = _opt(512, "projection head hidden width")
-    code_dim: int = _opt(128, "anatomy code dimension")
-    temperature: float = _opt(0.5, "NT-Xent temperature")
-    num_prototypes: int = _opt(128, "prototypes of the prototype clustering")
+                           choices=CLUSTERINGS)
+    head: str = _opt(HEAD_FORM, "projection head: pooled (any size) or full (authors', tied to "
+                     "the crop size)", choices=HEAD_FORMS)
+    head_grid: int = _opt(HEAD_GRID, "pooled head layout side")
+    head_hidden: int = _opt(HEAD_HIDDEN, "projection head hidden width")
+    code_dim: int = _opt(CODE_DIM, "anatomy code dimension")
+    temperature: float = _opt(TEMPERATURE, "NT-Xent temperature")
+    num_prototypes: int = _opt(NUM_PROTOTYPES, "prototypes of the prototype clustering")
     labelled_fraction: float | None = _opt(None, "share of each batch drawn from scribbled "
                                            "slices when unlabelled slices are used "
                                            "(default: 0.5 for methods that use them)")

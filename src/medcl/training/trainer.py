@@ -14,19 +14,22 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from medcl.data.slices import SliceSampler
-from medcl.data.transforms import RandomAffine2D
 from medcl.errors import MedclError
 from medcl.files import atomic_write_text
 from medcl.inference.predictor import Predictor
-from medcl.method.objectives import MedCLObjective, build_objective
+from medcl.method.objectives import MedCLObjective
 from medcl.models import build_model
 from medcl.runtime import distributed
 from medcl.runtime.checkpoint import checkpoint_path, save_checkpoint
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward
 from medcl.runtime.rng import rng_state, seed_everything, set_rng_state
-from medcl.training.components import model_kwargs
+from medcl.training.components import (
+    build_augmentation,
+    build_objective,
+    build_sampler,
+    model_kwargs,
+)
 from medcl.training.config import TrainConfig
 from medcl.training.data import TrainingData
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
@@ -93,13 +96,9 @@ class Trainer:
         self.schedule = LRSchedule(self.optimizer, kind=cfg.lr_schedule, base_lr=cfg.lr,
                                    warmup_steps=cfg.warmup_steps, total_steps=cfg.iterations,
                                    max_seconds=self.max_seconds)
-        self.augment = RandomAffine2D(rotate_degrees=cfg.rotate_degrees,
-                                      scale_range=(cfg.scale_min, cfg.scale_max),
-                                      flip_prob=cfg.flip_prob, rot90=cfg.rot90)
-        self.sampler = SliceSampler(data.train, crop_size=(cfg.crop_size, cfg.crop_size),
-                                    ignore_index=spec.ignore_index,
-                                    labelled_fraction=cfg.labelled_fraction,
-                                    generator=self.data_generator, crop_mode=cfg.crop_mode)
+        self.augment = build_augmentation(cfg)
+        self.sampler = build_sampler(cfg, data.train, ignore_index=spec.ignore_index,
+                                     generator=self.data_generator)
         self.predictor = Predictor(self.network, spec, data.preprocess, device=self.device,
                                    batch_size=cfg.infer_batch_size)
         self.state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None,
