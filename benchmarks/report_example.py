@@ -13,10 +13,7 @@ the 2 shared CPU cores of the development machine ran about 20 steps and predict
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +22,11 @@ from scipy import ndimage
 from medcl.cli import main as medcl
 from medcl.data.io import case_stem, load_nifti, save_nifti
 from medcl.data.synthetic import generate_dataset
+from medcl.evaluation.report import find_browser, screenshot
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_CASES = 6
 MYO, RV = 2, 1
-WINDOW = (1280, 1400)
 
 
 def fixed_prediction(labels: np.ndarray, index: int) -> np.ndarray:
@@ -42,21 +39,6 @@ def fixed_prediction(labels: np.ndarray, index: int) -> np.ndarray:
         z = int(np.argmax((labels == RV).sum(axis=(0, 1))))
         pred[:, :, z][pred[:, :, z] == RV] = 0
     return pred
-
-
-def screenshot(html: Path, png: Path) -> None:
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)),
-                   None)
-    if browser is None:
-        print("no chromium: screenshot skipped", file=sys.stderr)
-        return
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                        "--disable-background-networking", "--disable-component-update",
-                        "--disable-sync", f"--user-data-dir={profile}", f"--screenshot={png}",
-                        f"--window-size={WINDOW[0]},{WINDOW[1]}", html.as_uri()],
-                       check=True, capture_output=True, timeout=120)
-    print(f"screenshot: {png}")
 
 
 def run(out: Path, shot: Path | None) -> None:
@@ -72,8 +54,10 @@ def run(out: Path, shot: Path | None) -> None:
                   str(data / "TestSet" / "images"), "--report"])
     if code:
         sys.exit(code)
-    if shot is not None:
-        screenshot(out / "eval" / "report.html", shot)
+    if shot is not None and find_browser() is None:
+        print("no chromium: screenshot skipped", file=sys.stderr)
+    elif shot is not None:
+        print(f"screenshot: {screenshot(out / 'eval' / 'report.html', shot)}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """The HTML report: one self-contained file with the tables, box plots and overlays."""
 
 import base64
-import shutil
-import subprocess
 import sys
 from html.parser import HTMLParser
 
@@ -12,13 +10,19 @@ import pytest
 
 from medcl.errors import ConfigError
 from medcl.evaluation.evaluate import evaluate_folders
-from medcl.evaluation.report import REPORT_HTML, render_report, write_report
+from medcl.evaluation.report import (
+    BROWSERS,
+    REPORT_HTML,
+    find_browser,
+    render_report,
+    screenshot,
+    write_report,
+)
 
 pytest.importorskip("matplotlib", reason="the report's box plots need the 'report' extra")
 
 SHAPE = (12, 10, 3)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 
 
 def write(path, data):
@@ -115,23 +119,12 @@ def test_missing_matplotlib_names_the_extra(evaluated, monkeypatch):
         render_report(evaluated)
 
 
-def _chromium():
-    for name in CHROMIUM_NAMES:
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip(f"no headless browser ({', '.join(CHROMIUM_NAMES)}) on this machine; the "
-                "report's HTML is checked by parsing in the other tests")
-
-
 def test_report_renders_in_headless_chromium(evaluated, tmp_path):
-    browser = _chromium()
-    path = write_report(evaluated, tmp_path / REPORT_HTML)
-    shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-                    f"--screenshot={shot}", "--window-size=1200,900", path.as_uri()],
-                   check=True, capture_output=True, timeout=120)
+    if find_browser() is None:
+        pytest.skip(f"no headless browser ({', '.join(BROWSERS)}) on this machine; the report's "
+                    "HTML is checked by parsing in the other tests")
+    shot = screenshot(write_report(evaluated, tmp_path / REPORT_HTML), tmp_path / "shot.png",
+                      window=(1200, 900))
     from PIL import Image
 
     with Image.open(shot) as png:

@@ -41,7 +41,8 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 DICE_DECIMALS = 3
 MM_DECIMALS = 2
-_DECIMALS = {"dice": DICE_DECIMALS, "hd95": MM_DECIMALS, "assd": MM_DECIMALS}
+#: decimals shown per metric in the Markdown and HTML reports.
+DECIMALS = {"dice": DICE_DECIMALS, "hd95": MM_DECIMALS, "assd": MM_DECIMALS}
 _HEADERS = {"dice": "Dice", "hd95": "HD95 (mm)", "assd": "ASSD (mm)"}
 AGGREGATION = ("Mean and std are over cases (population std, ddof=0). The 'overall' row first "
                "averages the foreground classes of each case, then takes mean and std over cases.")
@@ -244,7 +245,7 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
 
 
 def _pm(mean: Mapping[str, float], std: Mapping[str, float], metric: str) -> str:
-    d = _DECIMALS[metric]
+    d = DECIMALS[metric]
     return f"{mean[metric]:.{d}f} ± {std[metric]:.{d}f}"
 
 
@@ -272,7 +273,7 @@ def format_markdown(summary: Mapping) -> str:
 
     lines += ["", "## Per case", ""]
     header = ["Case", *(f"{n} {headers[m]}" for n in classes for m in METRIC_NAMES)]
-    rows = [[case, *(f"{res[n][m]:.{_DECIMALS[m]}f}" for n in classes for m in METRIC_NAMES)]
+    rows = [[case, *(f"{res[n][m]:.{DECIMALS[m]}f}" for n in classes for m in METRIC_NAMES)]
             for case, res in summary["cases"].items()]
     lines += _table(header, rows)
 

@@ -19,12 +19,16 @@ import html
 import io
 import logging
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from medcl.evaluation.evaluate import metric_headers
+from medcl.errors import ConfigError
+from medcl.evaluation.evaluate import DECIMALS, metric_headers
 from medcl.evaluation.metrics import METRIC_NAMES
 from medcl.evaluation.overlay import class_colours
 from medcl.extras import require
@@ -37,10 +41,16 @@ REPORT_HTML = "report.html"
 PLOTTED_METRICS = ("dice", "hd95")
 PLOT_SIZE_INCHES = (5.0, 3.6)
 PLOT_DPI = 100
-DICE_DECIMALS = 3
-MM_DECIMALS = 2
-_DECIMALS = {"dice": DICE_DECIMALS, "hd95": MM_DECIMALS, "assd": MM_DECIMALS}
+#: per-case dots: spread across this half-width of the box, marker size in points**2.
+DOT_SPREAD = 0.15
+DOT_SIZE = 10
+BOX_FILL_ALPHA = 0.35
+GRID_ALPHA = 0.3
 THUMB_WIDTH = 200
+#: browsers tried by :func:`screenshot`, and its page size in pixels.
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+SCREENSHOT_WINDOW = (1280, 1400)
+SCREENSHOT_TIMEOUT_S = 120
 #: colour of a class without an overlay colour (the background, if evaluated).
 NEUTRAL_COLOUR = (128, 128, 128)
 
@@ -107,20 +117,21 @@ def box_plots(summary: Mapping) -> bytes:
         axes.set_xticks(range(1, len(classes) + 1), classes)
         for j, (patch, column) in enumerate(zip(boxes["boxes"], values)):
             colour = [c / 255 for c in _colour(summary, classes[j])]
-            patch.set_facecolor((*colour, 0.35))
+            patch.set_facecolor((*colour, BOX_FILL_ALPHA))
             patch.set_edgecolor(colour)
             # every case as a dot, spread evenly across the box so none hides another
-            offsets = np.linspace(-0.15, 0.15, len(column)) if len(column) > 1 else [0.0]
-            axes.scatter(j + 1 + np.asarray(offsets), column, s=10, color=colour, zorder=3)
+            offsets = (np.linspace(-DOT_SPREAD, DOT_SPREAD, len(column)) if len(column) > 1
+                       else [0.0])
+            axes.scatter(j + 1 + np.asarray(offsets), column, s=DOT_SIZE, color=colour, zorder=3)
         axes.set_title(f"per-case {headers[metric]}")
-        axes.grid(axis="y", alpha=0.3)
+        axes.grid(axis="y", alpha=GRID_ALPHA)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
 
 
 def _fmt(value: float, metric: str) -> str:
-    return f"{value:.{_DECIMALS[metric]}f}"
+    return f"{value:.{DECIMALS[metric]}f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -225,3 +236,30 @@ def write_report(summary: Mapping, path: str | os.PathLike, *, title: str | None
     atomic_write_text(path, render_report(summary, title=title))
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 2**20)
     return path
+
+
+def find_browser() -> str | None:
+    """Path of a Chromium-family browser on ``PATH``, or ``None``."""
+    return next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+
+
+def screenshot(html_path: str | os.PathLike, png_path: str | os.PathLike, *,
+               window: tuple[int, int] = SCREENSHOT_WINDOW) -> Path:
+    """Render ``html_path`` in headless Chromium (fresh profile, no network services) to a PNG
+    of ``window`` ``(width, height)`` pixels; for the docs and the tests.
+
+    Raises:
+        ConfigError: no Chromium-family browser on ``PATH``.
+    """
+    browser = find_browser()
+    if browser is None:
+        raise ConfigError(f"a screenshot needs one of {', '.join(BROWSERS)} on PATH")
+    png_path = Path(png_path)
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                        "--disable-background-networking", "--disable-component-update",
+                        "--disable-sync", f"--user-data-dir={profile}",
+                        f"--screenshot={png_path}", f"--window-size={window[0]},{window[1]}",
+                        Path(html_path).resolve().as_uri()],
+                       check=True, capture_output=True, timeout=SCREENSHOT_TIMEOUT_S)
+    return png_path
