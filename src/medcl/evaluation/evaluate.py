@@ -1,9 +1,9 @@
 """Evaluate a folder of predicted label maps against a folder of ground-truth label maps.
 
 A case is a NIfTI file or a folder holding one DICOM series (:mod:`medcl.data.dicom`); the
-folder's name is the case id. Each prediction ``{case}.nii.gz`` is paired with the ground-truth file whose stem is the case id
-or the case id followed by a ``_suffix`` (``subject10_DE.nii.gz`` <-> ``subject10_DE_manual.nii.gz``).
-Every file must have a partner. Metrics are computed per class and case in mm, using the spacing
+folder's name is the case id. Each prediction ``{case}.nii.gz`` is paired with the ground-truth
+file whose stem is the case id or the case id followed by a ``_suffix``
+(``subject10_DE.nii.gz`` <-> ``subject10_DE_manual.nii.gz``). Every file must have a partner. Metrics are computed per class and case in mm, using the spacing
 of the ground-truth header; see :mod:`medcl.evaluation.metrics` for the definitions, the two HD95
 conventions and the empty-mask rule.
 """
@@ -244,7 +244,8 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
 
 
-def _pm(mean: Mapping[str, float], std: Mapping[str, float], metric: str) -> str:
+def mean_std_text(mean: Mapping[str, float], std: Mapping[str, float], metric: str) -> str:
+    """``"mean ± std"`` of ``metric`` with its report decimals."""
     d = DECIMALS[metric]
     return f"{mean[metric]:.{d}f} ± {std[metric]:.{d}f}"
 
@@ -263,11 +264,11 @@ def format_markdown(summary: Mapping) -> str:
     """
     classes = list(summary["classes"])
     lines = [f"# Segmentation evaluation ({summary['num_cases']} cases)", ""]
-    rows = [[name, *(_pm(summary["mean"][name], summary["std"][name], m) for m in METRIC_NAMES)]
+    rows = [[name, *(mean_std_text(summary["mean"][name], summary["std"][name], m) for m in METRIC_NAMES)]
             for name in classes]
     overall = summary["overall"]
     rows.append(["**Mean (foreground)**",
-                 *(_pm(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
+                 *(mean_std_text(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
     headers = metric_headers(summary)
     lines += _table(["Class", *(headers[m] for m in METRIC_NAMES)], rows)
 

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from medcl.errors import ConfigError
-from medcl.evaluation.evaluate import DECIMALS, metric_headers
+from medcl.evaluation.evaluate import DECIMALS, mean_std_text, metric_headers
 from medcl.evaluation.metrics import METRIC_NAMES
 from medcl.evaluation.overlay import class_colours
 from medcl.extras import require
@@ -143,15 +143,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def _summary_table(summary: Mapping) -> str:
     headers = metric_headers(summary)
-
-    def pm(mean: Mapping, std: Mapping, metric: str) -> str:
-        return f"{_fmt(mean[metric], metric)} ± {_fmt(std[metric], metric)}"
-
-    rows = [[html.escape(n), *(pm(summary["mean"][n], summary["std"][n], m) for m in METRIC_NAMES)]
-            for n in summary["classes"]]
+    rows = [[html.escape(n), *(mean_std_text(summary["mean"][n], summary["std"][n], m)
+                               for m in METRIC_NAMES)] for n in summary["classes"]]
     overall = summary["overall"]
     rows.append(["<b>mean (foreground)</b>",
-                 *(pm(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
+                 *(mean_std_text(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
     return _table(["class", *(headers[m] for m in METRIC_NAMES)], rows)
 
 
