@@ -165,3 +165,20 @@ def test_invalid_arguments(tmp_path):
         save_overlays(image, pred[:, :, :2], None, tmp_path, "c", CLASSES)
     with pytest.raises(ValueError, match="image must be"):
         save_overlays(image[:, :, 0], None, None, tmp_path, "c", CLASSES)
+
+
+def test_long_titles_and_legends_wrap_inside_the_image(tmp_path):
+    """Eight classes with long names on a narrow slice: the PNG is widened, the title wraps,
+    every colour shows in the legend."""
+    shape = (4, 30, 2)  # 4 x 30 voxels: the slice is about 68 px wide at 512 px high
+    classes = {f"a long class name {i}": i + 1 for i in range(8)}
+    gt = np.zeros(shape, np.int64)
+    gt[:, :8, 1] = np.arange(1, 9)[None, :]  # every class present on slice 1
+    image = np.zeros(shape, np.float32)
+    paths = save_overlays(image, gt, gt, tmp_path, "c", classes, affine=RAS)
+    rgb, panel, legend, title = read(paths[0])
+    assert rgb.shape[1] == MIN_LONG_SIDE and panel[2] - panel[0] == 68  # centred slice
+    assert title.count("1.000") == 8  # every class's Dice, though the line had to wrap
+    assert panel[1] > 2 * 16  # the title band grew beyond two lines of text
+    for colour in PALETTE:
+        assert count(crop(rgb, legend), colour) >= 16 * 16

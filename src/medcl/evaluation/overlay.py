@@ -28,6 +28,7 @@ from PIL.PngImagePlugin import PngInfo
 from scipy import ndimage
 
 from medcl.evaluation.display import (
+    MIN_LONG_SIDE,
     DisplayLayout,
     display_layout,
     display_size,
@@ -63,6 +64,10 @@ MARGIN = 8
 SWATCH = 16
 TEXT_COLOUR = (255, 255, 255)
 BAND_COLOUR = (24, 24, 24)
+#: the PNG is at least this wide (a narrow slice is centred), so title and legend have room.
+MIN_FIGURE_WIDTH = MIN_LONG_SIDE
+#: where a title line may wrap.
+TITLE_SEPARATOR = "   "
 ROLE_FOREGROUND = "most foreground"
 ROLE_WORST = "worst Dice"
 #: PNG text keys: the title, and the ``left,top,right,bottom`` pixel boxes of image and legend.
@@ -166,13 +171,28 @@ def _line_height(font) -> int:
     return font.getbbox("Ag")[3] + MARGIN // 2
 
 
+def _wrap_title(lines: list[str], width: int, font) -> list[str]:
+    """Split title lines at their :data:`TITLE_SEPARATOR` s so that each fits in ``width``."""
+    wrapped = []
+    for line in lines:
+        current = ""
+        for part in line.split(TITLE_SEPARATOR):
+            joined = f"{current}{TITLE_SEPARATOR}{part}" if current else part
+            if current and font.getlength(joined) > width - 2 * MARGIN:
+                wrapped.append(current)
+                joined = part
+            current = joined
+        wrapped.append(current)
+    return wrapped
+
+
 def _legend_rows(items: list[tuple[str, tuple[int, int, int] | None]], width: int,
-                 draw: ImageDraw.ImageDraw, font) -> list[list[tuple[int, str, tuple | None]]]:
+                 font) -> list[list[tuple[int, str, tuple | None]]]:
     """Wrap legend items (text, swatch colour or None) into rows of ``(x, text, colour)``."""
     rows: list[list[tuple[int, str, tuple | None]]] = [[]]
     x = MARGIN
     for text, colour in items:
-        item_width = (SWATCH + MARGIN // 2 if colour else 0) + int(draw.textlength(text, font=font))
+        item_width = (SWATCH + MARGIN // 2 if colour else 0) + int(font.getlength(text))
         if rows[-1] and x + item_width > width - MARGIN:
             rows.append([])
             x = MARGIN
@@ -193,23 +213,25 @@ def compose_figure(panel: np.ndarray, title_lines: list[str],
         The image and its PNG text chunks: the title and the panel and legend boxes.
     """
     font = _font()
-    height, width = panel.shape[:2]
-    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    height, panel_w = panel.shape[:2]
+    width = max(panel_w, MIN_FIGURE_WIDTH)  # room for title and legend beside a narrow slice
+    x0 = (width - panel_w) // 2
     line = _line_height(font)
-    legend_rows = _legend_rows(legend, width, scratch, font)
+    title_lines = _wrap_title(title_lines, width, font)
+    legend_rows = _legend_rows(legend, width, font)
     title_h = MARGIN + line * len(title_lines)
     legend_h = MARGIN + max(line, SWATCH + MARGIN // 2) * len(legend_rows)
     figure = Image.new("RGB", (width, title_h + height + legend_h), BAND_COLOUR)
-    figure.paste(Image.fromarray(panel), (0, title_h))
+    figure.paste(Image.fromarray(panel), (x0, title_h))
     draw = ImageDraw.Draw(figure)
     for i, text in enumerate(title_lines):
         draw.text((MARGIN, MARGIN // 2 + i * line), text, fill=TEXT_COLOUR, font=font)
     top, bottom, left, right = edges
-    half_w, half_h = width // 2, title_h + height // 2
+    half_w, half_h = x0 + panel_w // 2, title_h + height // 2
     draw.text((half_w, title_h + MARGIN), top, fill=TEXT_COLOUR, font=font, anchor="mt")
     draw.text((half_w, title_h + height - MARGIN), bottom, fill=TEXT_COLOUR, font=font, anchor="mb")
-    draw.text((MARGIN, half_h), left, fill=TEXT_COLOUR, font=font, anchor="lm")
-    draw.text((width - MARGIN, half_h), right, fill=TEXT_COLOUR, font=font, anchor="rm")
+    draw.text((x0 + MARGIN, half_h), left, fill=TEXT_COLOUR, font=font, anchor="lm")
+    draw.text((x0 + panel_w - MARGIN, half_h), right, fill=TEXT_COLOUR, font=font, anchor="rm")
     y0 = title_h + height + MARGIN // 2
     row_h = max(line, SWATCH + MARGIN // 2)
     for r, row in enumerate(legend_rows):
@@ -221,16 +243,17 @@ def compose_figure(panel: np.ndarray, title_lines: list[str],
             draw.text((x, y + SWATCH // 2), text, fill=TEXT_COLOUR, font=font, anchor="lm")
     info = PngInfo()
     info.add_text(PNG_TITLE, " / ".join(title_lines))
-    info.add_text(PNG_PANEL_BOX, f"0,{title_h},{width},{title_h + height}")
+    info.add_text(PNG_PANEL_BOX, f"{x0},{title_h},{x0 + panel_w},{title_h + height}")
     info.add_text(PNG_LEGEND_BOX, f"0,{title_h + height},{width},{figure.height}")
     return figure, info
 
 
 def _title(case_id: str, z: int, depth: int, role: str, dices: Mapping[int, float] | None,
            names: Mapping[int, str]) -> list[str]:
-    lines = [f"{case_id}   slice z={z} (of {depth})   {role}"]
+    lines = [TITLE_SEPARATOR.join((case_id, f"slice z={z} (of {depth})", role))]
     if dices is not None:
-        scores = "   ".join(f"{names[v]} {d:.3f}" for v, d in dices.items()) or "no foreground"
+        scores = (TITLE_SEPARATOR.join(f"{names[v]} {d:.3f}" for v, d in dices.items())
+                  or "no foreground")
         lines.append(f"Dice on this slice: {scores}")
     return lines
 
