@@ -24,10 +24,14 @@ from medcl.method.clustering import (
 )
 from medcl.method.objectives import SUPERVISIONS
 from medcl.models.registry import MODEL_REGISTRY
+from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.schedule import LR_SCHEDULES
 
 METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")
 DEVICES = ("auto", "cpu", "cuda")
+#: the section of a run's config.json that records what the machine decided at run time (the
+#: precision ``auto`` chose, and why); informative, ignored when the file is read back
+RESOLVED_KEY = "resolved"
 
 
 _NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_weight": 0.0,
@@ -162,8 +166,10 @@ class TrainConfig:
     device: str = _opt("auto", "device", choices=DEVICES)
     num_threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
     infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference")
-    precision: str = _opt("fp32", "bf16 runs the network under bf16 autocast (CPU with "
-                          "AVX512-BF16 or GPU); losses stay fp32", choices=("fp32", "bf16"))
+    precision: str = _opt("auto", "network precision: auto (bf16 autocast where the hardware "
+                          "runs bf16 natively: CPU flags avx512_bf16/amx_bf16, CUDA with bf16; "
+                          "fp32 elsewhere), fp32, or bf16 (forced; emulated and slow on AVX2-only "
+                          "CPUs); losses stay fp32", choices=PRECISION_CHOICES)
     channels_last: bool = _opt(False, "channels-last memory layout for the network")
     compile: bool = _opt(False, "torch.compile the network's training forward (inductor; the "
                          "first steps compile); falls back to eager with a warning")
@@ -227,6 +233,8 @@ class TrainConfig:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read configuration ({exc})") from None
+        if isinstance(data, dict):
+            data.pop(RESOLVED_KEY, None)
         return cls.from_dict(data, source=str(path))
 
 
