@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcl.data.datasets import group_channels, nifti_files
-from medcl.data.io import Volume, is_nifti, load_image, save_nifti
+from medcl.data.datasets import group_channels
+from medcl.data.dicom import load_case_image, volume_files
+from medcl.data.io import Volume, is_nifti, save_nifti
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
@@ -140,12 +141,12 @@ class Predictor:
 
 
 def find_inputs(path: Path, in_channels: int) -> dict[str, tuple[Path, ...]]:
-    """Case id -> channel files, for a folder or a single NIfTI file."""
+    """Case id -> channel files (or DICOM series folders), for a folder or a single NIfTI file."""
     if path.is_file():
         if not is_nifti(path):
             raise DataError(f"{path}: not a .nii/.nii.gz file")
         return group_channels([path], in_channels)
-    return group_channels(nifti_files(path), in_channels)
+    return group_channels(volume_files(path), in_channels)
 
 
 def label_dtype(spec: LabelSpec) -> type:
@@ -159,6 +160,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                  overlay_slices: int = 0,
                  progress: Callable[[str], None] | None = None) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
+
+    A case is a NIfTI file or a folder holding one DICOM series (:mod:`medcl.data.dicom`).
 
     Outputs keep the input's affine, header and shape and hold the dataset's on-disk label
     values. Nothing is written if any output already exists and ``overwrite`` is false.
@@ -183,7 +186,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for case_id, paths in cases.items():
-        image = load_image(paths)
+        image = load_case_image(paths)
         probs = predictor.predict_volume(image)
         labels = predictor.segment(probs, largest_component=largest_component)
         spec = predictor.spec
@@ -195,7 +198,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         if overlay_slices:
             values = dict(zip(spec.foreground_names, spec.label_values[1:]))
             save_overlays(image.data[..., 0], spec.to_values(labels), None,
-                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices)
+                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices,
+                          affine=image.affine)
         if progress is not None:
             progress(case_id)
     return written
