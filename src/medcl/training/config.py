@@ -84,6 +84,10 @@ class TrainConfig:
                                      "(default: off for the paper's presets; detected from the "
                                      "training images for --method recommended)")
     crop_size: int = _opt(192, "square training crop size in pixels")
+    class_balance: float = _opt(0.0, "share of the labelled training draws that pick a "
+                                "foreground class uniformly and crop around one of its pixels "
+                                "(for many classes of very different sizes, e.g. 0.5 for "
+                                "abdominal CT); 0: slices drawn uniformly")
     # augmentation
     rotate_degrees: float = _opt(15.0, "max random rotation in degrees")
     scale_min: float = _opt(0.85, "min random isotropic scale")
@@ -217,6 +221,8 @@ class TrainConfig:
             raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction <= 1:
             raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if not 0 <= self.class_balance <= 1:
+            raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0 <= self.supervised_warmup < 1:
             raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
         if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
