@@ -16,6 +16,7 @@ from typing import Sequence
 from medcl import __version__
 from medcl.data.geometry import GEOMETRY_MODES
 from medcl.errors import MedclError
+from medcl.evaluation.metrics import HD95_CONVENTIONS
 from medcl.runtime import distributed
 from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.config import TrainConfig, field_type
@@ -152,9 +153,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                geometry=args.geometry,
                                out_dir=out, image_dir=args.images,
                                overlay_dir=out / "overlays" if args.images and args.overlays else None,
-                               num_overlay_slices=args.overlays)
+                               num_overlay_slices=args.overlays, hd95_convention=args.hd95)
     print(format_markdown(summary))
     print(f"summary written to {out / 'summary.json'}")
+    if args.report:
+        from medcl.evaluation.report import REPORT_HTML, write_report
+
+        print(f"report written to {write_report(summary, out / REPORT_HTML)}")
     return 0
 
 
@@ -198,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="segment NIfTI volumes with a trained run")
-    p.add_argument("-i", "--input", required=True, help="NIfTI file or folder")
+    p = sub.add_parser("predict", help="segment NIfTI volumes or DICOM series with a trained run")
+    p.add_argument("-i", "--input", required=True,
+                   help="NIfTI file, or folder of NIfTI files and/or DICOM series folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-m", "--model", required=True, help="run folder written by 'medcl train'")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
@@ -219,13 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="Dice, HD95 and ASSD of predictions against labels")
-    p.add_argument("gt_dir", help="folder of ground-truth label maps")
+    p.add_argument("gt_dir",
+                   help="folder of ground-truth label maps (NIfTI or DICOM series folders)")
     p.add_argument("pred_dir", help="folder of predictions ({case}.nii.gz)")
     p.add_argument("-o", "--output", help="folder for summary.json/summary.md (default: PRED_DIR)")
     p.add_argument("--labels", help="label definition JSON (class names)")
-    p.add_argument("--images", help="image folder, for overlay PNGs")
-    p.add_argument("--overlays", type=int, default=3, metavar="N",
-                   help="overlay PNGs per case when --images is given")
+    p.add_argument("--images", help="image folder (NIfTI or DICOM series), for overlay PNGs")
+    p.add_argument("--overlays", type=int, default=1, metavar="N",
+                   help="overlays per case when --images is given: the N slices with the most "
+                        "foreground, plus the worst-Dice slice (default: 1)")
+    p.add_argument("--hd95", choices=HD95_CONVENTIONS, default=HD95_CONVENTIONS[0],
+                   help="HD95 convention: medpy = 95th percentile of both directions pooled, "
+                        "monai = max of the two directed 95th percentiles (default: medpy)")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUTPUT/report.html (tables, box plots, overlays; one file)")
     p.add_argument("--geometry", choices=GEOMETRY_MODES, default="auto",
                    help="header geometry policy, prediction vs ground truth (docs/data.md)")
     p.set_defaults(func=cmd_evaluate)

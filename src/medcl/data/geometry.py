@@ -45,7 +45,8 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
-from medcl.data.io import Volume, load_nifti
+from medcl.data.dicom import load_volume
+from medcl.data.io import Volume
 from medcl.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -242,14 +243,15 @@ def resolve_volume(volume: Volume) -> Volume:
 
 def read_image(paths: Sequence[str | os.PathLike], *, mode: str = "auto",
                notes: GeometryNotes | None = None) -> Volume:
-    """Read one image of one or more channel files into ``(X, Y, Z, C)`` float32.
+    """Read one image of one or more channel files (NIfTI, or DICOM series folders) into
+    ``(X, Y, Z, C)`` float32.
 
     Every channel is checked against the first with :func:`check_geometry`; the result carries
     the first channel's geometry as medcl reads it.
     """
     if not paths:
         raise ValueError("read_image needs at least one file")
-    vols = [load_nifti(p, kind="image") for p in paths]
+    vols = [load_volume(p, kind="image") for p in paths]
     first = resolve_volume(vols[0])
     for vol in vols[1:]:
         check_geometry(first, vol, mode=mode, notes=notes)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcl.data.datasets import group_channels, nifti_files
+from medcl.data.datasets import group_channels
+from medcl.data.dicom import volume_files
 from medcl.data.geometry import GeometryNotes, read_image
 from medcl.data.io import Volume, is_nifti, save_nifti
 from medcl.data.labels import LabelSpec
@@ -145,13 +146,13 @@ class Predictor:
 
 def find_inputs(path: Path, in_channels: int,
                 channel_names: tuple[str, ...] = ()) -> dict[str, tuple[Path, ...]]:
-    """Case id -> channel files (``{case}_XXXX`` or ``{case}_{channel name}``), for a folder or
-    a single NIfTI file."""
+    """Case id -> channel files (``{case}_XXXX`` or ``{case}_{channel name}``) or DICOM series
+    folders, for a folder or a single NIfTI file."""
     if path.is_file():
         if not is_nifti(path):
             raise DataError(f"{path}: not a .nii/.nii.gz file")
         return group_channels([path], in_channels, channel_names)
-    return group_channels(nifti_files(path), in_channels, channel_names)
+    return group_channels(volume_files(path), in_channels, channel_names)
 
 
 def label_dtype(spec: LabelSpec) -> type:
@@ -163,8 +164,9 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                  predictor: Predictor, **kwargs) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
 
-    Input files are ``{case}_XXXX`` or ``{case}_{channel name}`` per channel; see
-    :func:`predict_cases` for the outputs and the keyword arguments.
+    Input files are ``{case}_XXXX`` or ``{case}_{channel name}`` per channel, or folders
+    holding one DICOM series (:mod:`medcl.data.dicom`); see :func:`predict_cases` for the
+    outputs and the keyword arguments.
     """
     input_path = Path(input_path)
     if not input_path.exists():
@@ -214,7 +216,8 @@ def predict_cases(cases: dict[str, tuple[Path, ...]], output_dir: str | os.PathL
         if overlay_slices:
             values = dict(zip(spec.foreground_names, spec.label_values[1:]))
             save_overlays(image.data[..., 0], spec.to_values(labels), None,
-                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices)
+                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices,
+                          affine=image.affine)
         if progress is not None:
             progress(case_id)
     notes.warn(str(output_dir))

@@ -29,7 +29,7 @@ from medcl.models.registry import MODEL_REGISTRY
 from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.schedule import LR_SCHEDULES
 
-METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")
+METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl", "recommended")
 DEVICES = ("auto", "cpu", "cuda")
 #: the section of a run's config.json that records what the machine decided at run time (the
 #: precision ``auto`` chose, and why); informative, ignored when the file is read back
@@ -41,15 +41,21 @@ _NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_we
              "intra_mix": False}
 _MIX = {"mix_pce_weight": 1.0, "mix_consistency_weight": 1.0, "intra_mix": True}
 _CLUSTER = {"global_weight": 1.0, "local_weight": 1.0, "prompt_consistency_weight": 1.0}
+_MEDCL = {**_MIX, **_CLUSTER, "existence_weight": 1.0, "dice_weight": 1.0,
+          "labelled_fraction": 0.5}
+_PAPER = {"supervised_warmup": 0.0, "nonzero_mask": False}
 #: what each --method sets for the options left unset (None); docs/method.md explains the rows.
 METHOD_PRESETS: dict[str, dict] = {
-    "pce": {**_NO_MEDCL, "dice_weight": 0.0, "labelled_fraction": 1.0},
-    "mix": {**_NO_MEDCL, **_MIX, "dice_weight": 0.0, "labelled_fraction": 0.5},
-    "cluster": {**_NO_MEDCL, **_CLUSTER, "dice_weight": 0.0, "labelled_fraction": 0.5},
-    "mix_cluster": {**_NO_MEDCL, **_MIX, **_CLUSTER, "dice_weight": 0.0,
+    "pce": {**_PAPER, **_NO_MEDCL, "dice_weight": 0.0, "labelled_fraction": 1.0},
+    "mix": {**_PAPER, **_NO_MEDCL, **_MIX, "dice_weight": 0.0, "labelled_fraction": 0.5},
+    "cluster": {**_PAPER, **_NO_MEDCL, **_CLUSTER, "dice_weight": 0.0, "labelled_fraction": 0.5},
+    "mix_cluster": {**_PAPER, **_NO_MEDCL, **_MIX, **_CLUSTER, "dice_weight": 0.0,
                     "labelled_fraction": 0.5},
-    "medcl": {**_MIX, **_CLUSTER, "existence_weight": 1.0, "dice_weight": 1.0,
-              "labelled_fraction": 0.5},
+    "medcl": {**_PAPER, **_MEDCL},
+    # the recipe that did best on few-scribble MSCMR *validation* (docs/results.md): MedCL after
+    # a supervised warm-up of 30 % of the budget; nonzero_mask stays None, so the zero filling
+    # around the acquisition is detected from the training images (training/data.py)
+    "recommended": {**_MEDCL, "supervised_warmup": 0.3},
 }
 
 
@@ -82,10 +88,16 @@ class TrainConfig:
                                         "(default: median of the training cases)")
     normalization: str = _opt("zscore", "per-volume intensity normalisation",
                               choices=("zscore", "minmax", "none"))
-    nonzero_mask: bool = _opt(False, "the zero-filled region outside the acquired field of "
-                              "view is background: excluded from normalisation, labelled "
-                              "background in training, predicted background")
+    nonzero_mask: bool | None = _opt(None, "the zero-filled region outside the acquired field "
+                                     "of view is background: excluded from normalisation, "
+                                     "labelled background in training, predicted background "
+                                     "(default: off for the paper's presets; detected from the "
+                                     "training images for --method recommended)")
     crop_size: int = _opt(192, "square training crop size in pixels")
+    class_balance: float = _opt(0.0, "share of the labelled training draws that pick a "
+                                "foreground class uniformly and crop around one of its pixels "
+                                "(for many classes of very different sizes, e.g. 0.5 for "
+                                "abdominal CT); 0: slices drawn uniformly")
     # augmentation
     rotate_degrees: float = _opt(15.0, "max random rotation in degrees")
     scale_min: float = _opt(0.85, "min random isotropic scale")
@@ -155,11 +167,12 @@ class TrainConfig:
     labelled_fraction: float | None = _opt(None, "share of each batch drawn from scribbled "
                                            "slices when unlabelled slices are used "
                                            "(default: 0.5 for methods that use them)")
-    supervised_warmup: float = _opt(0.0, "share of training (of the wall-clock budget with "
+    supervised_warmup: float | None = _opt(None, "share of training (of the wall-clock budget with "
                                     "max_minutes, else of the iterations) spent on the scribble "
                                     "loss alone (one view of scribbled slices, no mixing or "
                                     "clustering) before the other MedCL terms switch on; 0: from "
-                                    "the first step, as in the paper")
+                                    "the first step, as in the paper (default: 0; 0.3 for "
+                                    "--method recommended)")
     # optimisation
     batch_size: int = _opt(8, "slices per batch")
     lr: float = _opt(1e-3, "peak learning rate (AdamW)")
@@ -218,6 +231,8 @@ class TrainConfig:
             raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction <= 1:
             raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if not 0 <= self.class_balance <= 1:
+            raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0 <= self.supervised_warmup < 1:
             raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
         if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
