@@ -15,3 +15,15 @@ class DataError(MedclError):
 
 class ConfigError(MedclError):
     """An option or configuration value is invalid."""
+
+
+class WriteError(DataError, OSError):
+    """An output could not be written (full disk, read-only folder); also an ``OSError``."""
+
+
+class Interrupted(MedclError):
+    """Training stopped on a signal after saving its state; ``exit_code`` is 128 + the signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
