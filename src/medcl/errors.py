@@ -27,3 +27,20 @@ class Interrupted(MedclError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class CasesFailed(MedclError):
+    """Some cases of a batch failed after every other case was processed (exit code 1).
+
+    Attributes:
+        failures: case id -> one-line reason.
+        written: the files that were written.
+    """
+
+    exit_code = 1
+
+    def __init__(self, failures: dict[str, str], written: list) -> None:
+        super().__init__(f"{len(failures)} of {len(failures) + len(written)} cases failed: "
+                         + "; ".join(f"{case}: {reason}" for case, reason in failures.items()))
+        self.failures = failures
+        self.written = written

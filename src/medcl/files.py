@@ -117,3 +117,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     for path in stale:
         path.unlink()
     return stale
+
+
+def paths_overlap(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` are the same path or one lies inside the other (symlinks resolved)."""
+    a, b = Path(a).resolve(), Path(b).resolve()
+    return a == b or a in b.parents or b in a.parents
