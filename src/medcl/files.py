@@ -49,12 +49,16 @@ def write_error(path: str | os.PathLike, exc: BaseException) -> WriteError:
 
 
 def check_writable(folder: str | os.PathLike) -> Path:
-    """Create ``folder`` if needed and prove a file can be written in it (a probe, removed).
+    """Prove a file can be written in ``folder`` (a probe file, removed) before expensive work.
+
+    Folders it had to create for the probe are removed again, so a run that fails later leaves
+    no trace.
 
     Raises:
         WriteError: naming the folder, the cause and the free space.
     """
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".medcl-write-check.", dir=folder)
@@ -62,6 +66,10 @@ def check_writable(folder: str | os.PathLike) -> Path:
         os.unlink(probe)
     except OSError as exc:
         raise write_error(folder, exc) from exc
+    finally:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
     return folder
 
 
