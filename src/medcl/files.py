@@ -96,6 +96,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except WriteError:
+        raise
     except OSError as exc:
         raise write_error(path, exc) from exc
     finally:
