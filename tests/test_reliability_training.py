@@ -162,3 +162,27 @@ def test_stale_temporaries_removed_and_metrics_truncated_on_resume(tiny_dataset,
     steps = [json.loads(line)["step"] for line in (run / METRICS_NAME).open()
              if json.loads(line)["event"] == "step"]
     assert steps == [1, 2, 3, 4, 5]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch SHOULD_NOT_EXIST",))
+
+
+def test_checkpoint_that_needs_code_execution_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "label_spec": {}, "model_kwargs": _RunsCode()}, path)
+    with pytest.raises(DataError, match=r"evil.pt: refused: loading it would run code"):
+        load_checkpoint(path)
+    assert not (tmp_path / "SHOULD_NOT_EXIST").exists()
+
+
+def test_every_torch_load_is_weights_only():
+    import pathlib
+    import re
+
+    src = pathlib.Path(checkpoint_module.__file__).parents[1]
+    calls = [(p, m.group(0)) for p in src.rglob("*.py")
+             for m in re.finditer(r"torch\.load\([^)]*\)", p.read_text())]
+    assert calls and all("weights_only=True" in call for _, call in calls), calls
