@@ -144,3 +144,11 @@ def test_evaluate_checks_the_output_before_computing_metrics(tmp_path, monkeypat
     monkeypatch.setattr(evaluate_module, "case_metrics", no_metrics)
     with pytest.raises(WriteError, match=r"file/out: cannot write \(.*\); .* free on that disk"):
         evaluate_folders(tmp_path / "gt", tmp_path / "pred", out_dir=blocker / "out")
+
+
+def test_predict_single_bad_file_is_its_own_error(predictor, tmp_path):
+    images = _images(tmp_path, ("a",))
+    (images / "a.nii.gz").write_bytes(b"not an image")
+    with pytest.raises(DataError, match="a.nii.gz: not a readable NIfTI") as info:
+        predict_path(images / "a.nii.gz", tmp_path / "out", predictor)
+    assert not isinstance(info.value, CasesFailed)

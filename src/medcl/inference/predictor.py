@@ -210,7 +210,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     Raises:
         DataError: the input is missing or overlaps ``output_dir``, or outputs exist.
         WriteError: an output could not be written (full disk, read-only folder): stops at once.
-        CasesFailed: after every other case was predicted, naming each failed case and why.
+        CasesFailed: (folder input) after every other case was predicted, naming each failed
+            case and why; a single input file raises its own error instead.
     """
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.exists():
@@ -234,9 +235,9 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
             _predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
                           largest_component=largest_component, overlay_slices=overlay_slices)
             written.append(targets[case_id])
-        except WriteError:
-            raise
         except MedclError as exc:
+            if isinstance(exc, WriteError) or input_path.is_file():
+                raise  # a full disk stops everything; a single input file is its own error
             failures[case_id] = " ".join(str(exc).split())
             log.error("case %s: %s; continuing with the next case", case_id, failures[case_id])
         if progress is not None:
