@@ -66,7 +66,7 @@ def test_header_voxel_count_over_the_bound_fails_fast(tmp_path):
 def test_train_on_random_bytes_names_the_file(tiny_dataset, tmp_path, capsys):
     root = tmp_path / "data"
     shutil.copytree(tiny_dataset, root)
-    bad = sorted((root / "train" / "images").iterdir())[0]
+    bad = min((root / "train" / "images").iterdir())
     bad.write_bytes(np.random.default_rng(0).bytes(3000))
     assert main(["train", "--data", str(root), "--out", str(tmp_path / "run"),
                  "--iterations", "1", "--device", "cpu"]) == 2
@@ -90,7 +90,7 @@ def test_same_case_in_train_and_val_is_an_error(tiny_dataset, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(tiny_dataset, root)
     for sub in ("images", "labels"):
-        src = sorted((root / "train" / sub).iterdir())[0]
+        src = min((root / "train" / sub).iterdir())
         shutil.copy(src, root / "val" / sub / src.name)
     with pytest.raises(DataError, match="is in both the train and the val split"):
         discover(root)

@@ -114,7 +114,7 @@ def test_data_path_is_stored_absolute_and_may_move_on_resume(tiny_dataset, tmp_p
     other = tmp_path / "other"
     shutil.copytree(tiny_dataset, other)
     for sub in ("images", "labels"):
-        sorted((other / "train" / sub).iterdir())[0].unlink()
+        min((other / "train" / sub).iterdir()).unlink()
     with pytest.raises(DataError, match=f"{CASES_NAME}: the train cases differ"):
         train(resume_config(run, {"data": str(other), "iterations": 6}), run, resume=True)
 

@@ -133,7 +133,8 @@ def check_header(path: Path, img: nib.Nifti1Image) -> None:
     pixdim = np.asarray(_raw_header(path, type(header))["pixdim"], dtype=np.float64)
     spatial = pixdim[1:1 + min(len(shape), 3)]
     if not (np.isfinite(spatial).all() and (spatial > 0).all()):
-        raise DataError(f"{path}: voxel size (pixdim) {spatial.tolist()} must be > 0 and finite; "
+        shown = [float(f"{v:.6g}") for v in spatial]
+        raise DataError(f"{path}: voxel size (pixdim) {shown} must be > 0 and finite; "
                         "fix the header (medcl will not guess a spacing)")
 
 
