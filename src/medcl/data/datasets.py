@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medcl.data.io import case_stem, is_nifti
+from medcl.data.io import case_stem, is_nifti, visible_entries
 from medcl.data.labels import LabelSpec
 from medcl.errors import DataError
 
@@ -73,14 +73,7 @@ def nifti_files(folder: Path) -> list[Path]:
     """
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    files = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not is_nifti(path):
-            continue
-        if path.is_symlink() and not path.exists():
-            log.warning("%s: dangling symlink (points to %s); skipped", path, os.readlink(path))
-        elif path.is_file():
-            files.append(path)
+    files = [p for p in visible_entries(folder) if p.is_file() and is_nifti(p)]
     if not files:
         raise DataError(f"{folder}: folder holds no .nii/.nii.gz files")
     return files
