@@ -28,9 +28,8 @@ import torch
 from mscmr import git_commit, read_metrics
 
 from medcl.data.datasets import discover
-from medcl.data.labels import LabelSpec
-from medcl.evaluation.evaluate import evaluate_folders
-from medcl.inference.predictor import Predictor, predict_cases, predict_path
+from medcl.evaluation.evaluate import evaluate_folders, spec_options
+from medcl.inference.predictor import Predictor, predict_case, predict_path
 from medcl.training.config import TrainConfig
 from medcl.training.run import train
 
@@ -51,19 +50,18 @@ def validation_report(run_dir: Path, data: Path, predictor: Predictor) -> dict:
     """Predict the validation cases with ``predictor`` and score them with the groupings."""
     dataset = discover(data, DESCRIPTION)
     val = dataset.cases("val")
-    predict_cases({c.case_id: c.image_paths for c in val}, run_dir / "val_predictions",
-                  predictor, overwrite=True)
+    for case in val:
+        predict_case(predictor, case.image_paths,
+                     run_dir / "val_predictions" / f"{case.case_id}.nii.gz")
     gt_dir = run_dir / "val_gt"  # links to the 5 dense label files: evaluate wants a folder
     gt_dir.mkdir(exist_ok=True)
     for case in val:
         link = gt_dir / case.label_path.name
         if not link.is_symlink():
             link.symlink_to(case.label_path)
-    spec = LabelSpec.from_file(DESCRIPTION)
-    values = dict(zip(spec.foreground_names, spec.label_values[1:]))
-    groups = {g: [values[n] for n in m] for g, m in spec.groups.items()}
-    return evaluate_folders(gt_dir, run_dir / "val_predictions", class_values=values,
-                            groups=groups, out_dir=run_dir / "val_eval")
+    return evaluate_folders(gt_dir, run_dir / "val_predictions",
+                            **spec_options(dataset.spec),
+                            out_dir=run_dir / "val_eval")
 
 
 def run(args: argparse.Namespace, data: Path) -> dict:

@@ -110,6 +110,10 @@ def load_case(case: Case, spec: LabelSpec, cfg: PreprocessConfig, *, labelled: b
     label_slices = tags = None
     if labels is not None and mask is not None:
         labels = np.where(~mask & (labels == spec.ignore_index), 0, labels)
+    if labelled and labels is not None and not (labels != spec.ignore_index).any():
+        log.warning("%s: no scribbled voxel (every voxel is the ignore label); case %s is "
+                    "treated as unlabelled", case.label_path, case.case_id)
+        labelled = False
     if labels is not None:
         label_slices = labels_to_slices(labels, spacing_xy, cfg)
         tags = class_tags(torch.from_numpy(labels.transpose(2, 0, 1)), spec.num_classes)

@@ -22,6 +22,7 @@ from medcl.data.datasets import match_case
 from medcl.data.dicom import load_volume, volume_files
 from medcl.data.geometry import GeometryNotes, check_geometry, header_geometry
 from medcl.data.io import case_stem
+from medcl.data.labels import LabelSpec
 from medcl.errors import ConfigError, DataError
 from medcl.evaluation.metrics import (
     BACKGROUND_VALUE,
@@ -35,7 +36,7 @@ from medcl.evaluation.metrics import (
     empty_mask_flags,
 )
 from medcl.evaluation.overlay import save_overlays
-from medcl.files import atomic_write_text
+from medcl.files import atomic_write_text, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,28 @@ def _classes_from_gt(gt_paths: list[Path]) -> dict[str, int]:
     return {f"class_{v}": v for v in sorted(values)}
 
 
+def _merge(labels: np.ndarray, merge_values: Mapping[int, int] | None) -> np.ndarray:
+    """``labels`` with each ``merge_values`` key replaced by its value."""
+    if not merge_values:
+        return labels
+    out = labels.copy()
+    for source, target in merge_values.items():
+        out[labels == source] = target
+    return out
+
+
+def check_label_values(volume, allowed: set[int]) -> None:
+    """A label value outside the label definition would be silently left out of every metric.
+
+    Raises:
+        DataError: naming the file and the unknown values.
+    """
+    unknown = sorted(set(np.unique(volume.data).tolist()) - allowed)
+    if unknown:
+        raise DataError(f"{volume.path}: label values {unknown} are not in the label definition "
+                        f"(values {sorted(allowed)}); pass --labels with every class")
+
+
 def _check_options(class_values: Mapping[str, int] | None, overlay_dir, image_dir,
                    num_overlay_slices: int, hd95_convention: str) -> dict[str, int] | None:
     try:
@@ -164,6 +187,16 @@ def group_metrics(pred: np.ndarray, gt: np.ndarray, groups: Mapping[str, Sequenc
             for name, values in groups.items()}
 
 
+def spec_options(spec: LabelSpec) -> dict:
+    """``class_values``, ``groups`` and ``merge_values`` for :func:`evaluate_folders` from a
+    dataset description (on-disk values of the ``dense`` label kind)."""
+    values = dict(zip(spec.class_names, spec.label_values))
+    return {"class_values": {n: values[n] for n in spec.foreground_names},
+            "groups": {g: [values[n] for n in m if n != spec.class_names[0]]
+                       for g, m in spec.groups.items()},
+            "merge_values": {v: values[n] for v, n in spec.kind().map.items()}}
+
+
 def _spacing_of(gt, pred) -> tuple[float, float, float]:
     """The ground truth's spacing, or the prediction's when the ground truth lost its geometry."""
     return pred.spacing if header_geometry(gt.header).lost else gt.spacing
@@ -172,6 +205,7 @@ def _spacing_of(gt, pred) -> tuple[float, float, float]:
 def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
                      class_values: Mapping[str, int] | None = None,
                      groups: Mapping[str, Sequence[int]] | None = None,
+                     merge_values: Mapping[int, int] | None = None,
                      geometry: str = "auto",
                      out_dir: str | os.PathLike | None = None,
                      overlay_dir: str | os.PathLike | None = None,
@@ -186,6 +220,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
             the ground truth, named ``class_{value}``.
         groups: grouping name -> on-disk values scored as one mask (MyoPS: ``{"Scar": [2221],
             "Edema": [1220, 2221]}``), reported beside the classes with their mean.
+        merge_values: ground-truth value -> the value it counts as (merged classes, from the
+            description's ``dense`` label kind: MyoPS's RV ``{600: 0}``).
         geometry: geometry policy of :mod:`medcl.data.geometry` (prediction vs ground truth).
         out_dir: if given, ``summary.json`` and ``summary.md`` are written there.
         overlay_dir: if given (with ``image_dir``), overlay PNGs per case are written there.
@@ -213,8 +249,11 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
     classes = _check_options(class_values, overlay_dir, image_dir, num_overlay_slices,
                              hd95_convention)
     pairs = pair_predictions(gt_dir, pred_dir)
+    if out_dir is not None:  # before the metrics, the expensive part
+        check_writable(out_dir)
     if classes is None:
         classes = _classes_from_gt([gt for _, _, gt in pairs])
+    allowed = {BACKGROUND_VALUE, *classes.values()}
     images = _case_images(Path(image_dir), [c for c, _, _ in pairs]) if image_dir else {}
     foreground = [n for n, v in classes.items() if v != BACKGROUND_VALUE]
     groups = _check_groups(groups, classes)
@@ -228,6 +267,9 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
     for case, pred_path, gt_path in pairs:
         gt = load_volume(gt_path, kind="label")
         pred = load_volume(pred_path, kind="label")
+        gt.data = _merge(gt.data, merge_values)
+        for volume in (gt, pred):
+            check_label_values(volume, allowed)
         if not check_geometry(gt, pred, mode=geometry, notes=notes):
             geometry_warnings.append(case)
         spacing = _spacing_of(gt, pred)

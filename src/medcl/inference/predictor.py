@@ -18,7 +18,7 @@ from torch import nn
 from medcl.data.datasets import group_channels
 from medcl.data.dicom import volume_files
 from medcl.data.geometry import GeometryNotes, read_image
-from medcl.data.io import Volume, is_nifti, save_nifti
+from medcl.data.io import Volume, case_stem, is_nifti, save_nifti
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
@@ -27,8 +27,10 @@ from medcl.data.preprocessing import (
     pad_to_multiple,
     restore_probs,
 )
-from medcl.errors import DataError
+from medcl.errors import CasesFailed, ConfigError, DataError, MedclError, WriteError
+from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
 from medcl.evaluation.overlay import save_overlays
+from medcl.files import check_writable, paths_overlap
 from medcl.inference.postprocessing import keep_largest_component
 from medcl.models import build_model
 from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 PROBS_DIR = "probs"
 OVERLAY_DIR = "overlays"
+#: files an earlier ``medcl evaluate`` may have left beside predictions.
+STALE_NEIGHBOURS = (SUMMARY_JSON, SUMMARY_MD)
 
 
 class Predictor:
@@ -71,14 +75,17 @@ class Predictor:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
                  device: str = "auto", precision: str | None = None, **kwargs) -> "Predictor":
-        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent).
+        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent) or
+        from a checkpoint file (``run/checkpoints/best.pt``; ``checkpoint`` is then unused).
 
         ``precision``: ``auto`` (default: bf16 where this machine runs it natively, else fp32),
         ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
         """
-        path = checkpoint_path(run_dir, checkpoint)
-        if checkpoint == "best" and not path.is_file():
-            path = checkpoint_path(run_dir, "last")
+        path = Path(run_dir)
+        if not path.is_file():
+            path = checkpoint_path(run_dir, checkpoint)
+            if checkpoint == "best" and not path.is_file():
+                path = checkpoint_path(run_dir, "last")
         state = load_checkpoint(path)
         spec = LabelSpec.from_dict(state["label_spec"], source=str(path))
         kwargs_model = dict(state["model_kwargs"])
@@ -160,65 +167,100 @@ def label_dtype(spec: LabelSpec) -> type:
     return np.uint8 if top < 256 else (np.uint16 if top < 65536 else np.int32)
 
 
+def _check_output(input_path: Path, output_dir: Path) -> None:
+    """Refuse an output folder that is, holds or lies inside the input; warn of stale summaries."""
+    if paths_overlap(input_path, output_dir):
+        raise DataError(f"{output_dir}: the output folder is, holds or lies inside the input "
+                        f"{input_path}; choose an output folder outside it")
+    stale = [output_dir / name for name in STALE_NEIGHBOURS if (output_dir / name).exists()]
+    if stale:
+        log.warning("%s: left from an earlier evaluation; it does not describe the new "
+                    "predictions (run medcl evaluate again)", ", ".join(map(str, stale)))
+
+
+def predict_case(predictor: Predictor, paths: tuple[Path, ...], target: Path, *,
+                 save_probs: bool = False, largest_component: bool = False,
+                 overlay_slices: int = 0, notes: GeometryNotes | None = None) -> None:
+    """Predict one case (its channel files) into ``target`` (and its probabilities and overlays
+    beside it). The channels are read with the predictor's geometry policy; ``target`` gets the
+    image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`)."""
+    image = read_image(paths, mode=predictor.geometry, notes=notes)
+    probs = predictor.predict_volume(image)
+    labels = predictor.segment(probs, largest_component=largest_component)
+    spec, case_id, output_dir = predictor.spec, case_stem(target), target.parent
+    save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
+    if save_probs:
+        save_nifti(output_dir / PROBS_DIR / target.name, probs, image, dtype=np.float32)
+    if overlay_slices:
+        values = dict(zip(spec.foreground_names, spec.label_values[1:]))
+        save_overlays(image.data[..., 0], spec.to_values(labels), None,
+                      output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices,
+                      affine=image.affine)
+
+
 def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
-                 predictor: Predictor, **kwargs) -> list[Path]:
+                 predictor: Predictor, *, save_probs: bool = False,
+                 largest_component: bool = False, overwrite: bool = False,
+                 skip_existing: bool = False, overlay_slices: int = 0,
+                 progress: Callable[[str], None] | None = None) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
 
-    Input files are ``{case}_XXXX`` or ``{case}_{channel name}`` per channel, or folders
-    holding one DICOM series (:mod:`medcl.data.dicom`); see :func:`predict_cases` for the
-    outputs and the keyword arguments.
-    """
-    input_path = Path(input_path)
-    if not input_path.exists():
-        raise DataError(f"{input_path}: input not found")
-    cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
-    return predict_cases(cases, output_dir, predictor, **kwargs)
-
-
-def predict_cases(cases: dict[str, tuple[Path, ...]], output_dir: str | os.PathLike,
-                  predictor: Predictor, *, save_probs: bool = False,
-                  largest_component: bool = False, overwrite: bool = False,
-                  overlay_slices: int = 0,
-                  progress: Callable[[str], None] | None = None) -> list[Path]:
-    """Predict each case (case id -> channel files) into ``output_dir/{case}.nii.gz``.
+    A case is a NIfTI file per channel (``{case}_XXXX`` or ``{case}_{channel name}``) or a
+    folder holding one DICOM series (:mod:`medcl.data.dicom`).
 
     Outputs keep the input's grid and geometry (as :mod:`medcl.data.geometry` reads it, written
-    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if
-    any output already exists and ``overwrite`` is false.
+    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if any output already exists and neither ``overwrite`` nor
+    ``skip_existing`` is set; ``overwrite`` replaces only the files this prediction writes.
+    A case that fails (unreadable, wrong geometry, ...) does not stop the others.
 
     Args:
         save_probs: also write ``output_dir/probs/{case}.nii.gz``: ``(X, Y, Z, K)`` float32
             probabilities (a sub-folder, so ``output_dir`` stays a folder of label maps).
         largest_component: keep only the largest 3D component of each class.
+        skip_existing: leave cases whose ``{case}.nii.gz`` already exists as they are.
         overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
-        progress: called with each case id once it is done.
+        progress: called with each case id once it is done (or skipped, or failed).
+
+    Returns:
+        the label maps written.
+
+    Raises:
+        DataError: the input is missing or overlaps ``output_dir``, or outputs exist.
+        WriteError: an output could not be written (full disk, read-only folder): stops at once.
+        CasesFailed: (folder input) after every other case was predicted, naming each failed
+            case and why; a single input file raises its own error instead.
     """
-    output_dir = Path(output_dir)
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    if not input_path.exists():
+        raise DataError(f"{input_path}: input not found")
+    _check_output(input_path, output_dir)
+    if overlay_slices < 0:
+        raise ConfigError(f"overlay_slices must be >= 0, got {overlay_slices}")
+    cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
     targets = {c: output_dir / f"{c}.nii.gz" for c in cases}
-    if not overwrite:
-        existing = [p for p in targets.values() if p.exists()]
-        if existing:
-            raise DataError(f"{existing[0]}: output already exists ({len(existing)} files); "
-                            "pass --overwrite to replace predictions")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    notes = GeometryNotes()
+    existing = [c for c, p in targets.items() if p.exists()]
+    if existing and skip_existing:
+        log.info("%d cases already predicted in %s; skipped", len(existing), output_dir)
+        cases = {c: p for c, p in cases.items() if c not in existing}
+    elif existing and not overwrite:
+        raise DataError(f"{targets[existing[0]]}: output already exists ({len(existing)} files); "
+                        "pass --overwrite to replace predictions or --continue to skip them")
+    check_writable(output_dir)
+    written, failures, notes = [], {}, GeometryNotes()
     for case_id, paths in cases.items():
-        image = read_image(paths, mode=predictor.geometry, notes=notes)
-        probs = predictor.predict_volume(image)
-        labels = predictor.segment(probs, largest_component=largest_component)
-        spec = predictor.spec
-        save_nifti(targets[case_id], spec.to_values(labels), image, dtype=label_dtype(spec))
-        written.append(targets[case_id])
-        if save_probs:
-            save_nifti(output_dir / PROBS_DIR / f"{case_id}.nii.gz", probs, image,
-                       dtype=np.float32)
-        if overlay_slices:
-            values = dict(zip(spec.foreground_names, spec.label_values[1:]))
-            save_overlays(image.data[..., 0], spec.to_values(labels), None,
-                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices,
-                          affine=image.affine)
+        try:
+            predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
+                         largest_component=largest_component, overlay_slices=overlay_slices,
+                         notes=notes)
+            written.append(targets[case_id])
+        except MedclError as exc:
+            if isinstance(exc, WriteError) or input_path.is_file():
+                raise  # a full disk stops everything; a single input file is its own error
+            failures[case_id] = " ".join(str(exc).split())
+            log.error("case %s: %s; continuing with the next case", case_id, failures[case_id])
         if progress is not None:
             progress(case_id)
-    notes.warn(str(output_dir))
+    notes.warn(str(input_path))
+    if failures:
+        raise CasesFailed(failures, written)
     return written

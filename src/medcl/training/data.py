@@ -6,10 +6,9 @@ import logging
 import statistics
 from dataclasses import dataclass, replace
 
-import nibabel as nib
-
 from medcl.data.datasets import Dataset, discover
 from medcl.data.geometry import GeometryNotes, read_image
+from medcl.data.io import nifti_spacing
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import PreprocessConfig, has_zero_filled_borders
 from medcl.data.slices import PreparedCase, load_case, select_scribbled
@@ -33,8 +32,7 @@ def median_inplane_spacing(dataset: Dataset) -> float:
     """Median in-plane voxel size (mm) of the training images, from their headers only."""
     sizes = []
     for case in dataset.cases("train"):
-        zooms = nib.load(str(case.image_paths[0])).header.get_zooms()
-        sizes.extend(float(z) for z in zooms[:2])
+        sizes.extend(nifti_spacing(case.image_paths[0])[:2])
     return statistics.median(sizes)
 
 
@@ -80,5 +78,6 @@ def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
     if not val_cases:
         log.warning("no labelled validation split: the best checkpoint will be the last one")
     log.info("training cases: %d scribbled, %d unlabelled; validation cases: %d",
-             len(scribbled), len(train_cases) - len(scribbled), len(val_cases))
+             sum(c.labelled for c in train_cases),
+             sum(not c.labelled for c in train_cases), len(val_cases))
     return TrainingData(spec, train_cases, val_cases, preprocess), cfg
