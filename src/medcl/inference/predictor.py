@@ -19,7 +19,7 @@ from medcl.data.datasets import group_channels
 from medcl.data.dicom import volume_files
 from medcl.data.geometry import GeometryNotes, read_image
 from medcl.data.io import Volume, case_stem, is_nifti, save_nifti
-from medcl.data.labels import LabelSpec
+from medcl.data.labels import BACKGROUND, LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
     field_of_view,
@@ -143,6 +143,30 @@ class Predictor:
             probs[~mask] = np.eye(probs.shape[-1], dtype=probs.dtype)[0]
         return probs
 
+    def label_volume(self, image: Volume, slices: torch.Tensor | None = None, *,
+                     largest_component: bool = False) -> np.ndarray:
+        """Class indices ``(X, Y, Z)`` on the input grid of ``image (X, Y, Z, C)``.
+
+        Unlike :meth:`predict_volume` it never holds the whole volume's probabilities: each
+        batch of slices is predicted, resampled back and reduced to its argmax before the next,
+        so the peak beyond the image is about ``batch_size x K`` slices of probabilities (what
+        a 14-class 512 x 512 x 150 CT needs, see docs/data.md).
+        """
+        mask = field_of_view(image.data) if self.preprocess.nonzero_mask else None
+        if slices is None:
+            slices = image_to_slices(image.data, image.spacing[:2], self.preprocess, mask)
+        labels = np.empty(image.shape, dtype=np.uint8 if self.spec.num_classes <= 256
+                          else np.int64)
+        for start in range(0, slices.shape[0], self.batch_size):
+            chunk = slices[start:start + self.batch_size]
+            probs = restore_probs(self.predict_slices(chunk), image.shape[:2])
+            labels[..., start:start + chunk.shape[0]] = probs.argmax(1).permute(1, 2, 0).numpy()
+        if mask is not None:  # outside the field of view is background
+            labels[~mask] = BACKGROUND
+        if largest_component:
+            labels = keep_largest_component(labels, self.spec.num_classes)
+        return labels.astype(np.int64, copy=False)
+
     def segment(self, probs: np.ndarray, *, largest_component: bool = False) -> np.ndarray:
         """Class indices ``(X, Y, Z)`` from probabilities ``(X, Y, Z, K)``."""
         labels = probs.argmax(axis=-1)
@@ -185,12 +209,15 @@ def predict_case(predictor: Predictor, paths: tuple[Path, ...], target: Path, *,
     beside it). The channels are read with the predictor's geometry policy; ``target`` gets the
     image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`)."""
     image = read_image(paths, mode=predictor.geometry, notes=notes)
-    probs = predictor.predict_volume(image)
-    labels = predictor.segment(probs, largest_component=largest_component)
     spec, case_id, output_dir = predictor.spec, case_stem(target), target.parent
-    save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
-    if save_probs:
+    if save_probs:  # the whole volume's probabilities are needed anyway
+        probs = predictor.predict_volume(image)
+        labels = predictor.segment(probs, largest_component=largest_component)
         save_nifti(output_dir / PROBS_DIR / target.name, probs, image, dtype=np.float32)
+        del probs
+    else:
+        labels = predictor.label_volume(image, largest_component=largest_component)
+    save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
     if overlay_slices:
         values = dict(zip(spec.foreground_names, spec.label_values[1:]))
         save_overlays(image.data[..., 0], spec.to_values(labels), None,

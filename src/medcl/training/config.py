@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medcl.data.datasets import TRAIN_LABELS
 from medcl.data.geometry import GEOMETRY_MODES
+from medcl.data.slice_cache import SLICE_CACHES
 from medcl.errors import ConfigError
 from medcl.method.clustering import (
     CLUSTERINGS,
@@ -94,6 +95,10 @@ class TrainConfig:
                                      "(default: off for the paper's presets; detected from the "
                                      "training images for --method recommended)")
     crop_size: int = _opt(192, "square training crop size in pixels")
+    slice_cache: str = _opt("memory", "where the preprocessed training slices live: memory, or "
+                            "disk (written to RUN/slices, memory-mapped, removed after training: "
+                            "for training sets larger than the memory, e.g. abdominal CT)",
+                            choices=SLICE_CACHES)
     class_balance: float = _opt(0.0, "share of the labelled training draws that pick a "
                                 "foreground class uniformly and crop around one of its pixels "
                                 "(for many classes of very different sizes, e.g. 0.5 for "

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import statistics
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from medcl.data.datasets import Dataset, discover
 from medcl.data.geometry import GeometryNotes, read_image
 from medcl.data.io import nifti_spacing
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import PreprocessConfig, has_zero_filled_borders
+from medcl.data.slice_cache import spill_to_disk
 from medcl.data.slices import PreparedCase, load_case, select_scribbled
 from medcl.errors import DataError
 from medcl.training.config import TrainConfig
@@ -51,9 +53,11 @@ def detect_zero_filling(dataset: Dataset, geometry: str = "auto") -> bool:
     return found
 
 
-def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
+def load_training_data(cfg: TrainConfig, *, cache_dir: Path | None = None
+                       ) -> tuple[TrainingData, TrainConfig]:
     """Discover and preprocess the data; returns it and ``cfg`` with ``target_spacing`` and
-    ``nonzero_mask`` resolved."""
+    ``nonzero_mask`` resolved. With ``cache_dir`` the training slices are kept on disk there,
+    memory-mapped (:mod:`medcl.data.slice_cache`)."""
     dataset = discover(cfg.data, cfg.labels, train_labels=cfg.train_labels)
     if cfg.target_spacing is None:
         cfg = replace(cfg, target_spacing=round(median_inplane_spacing(dataset), 5))
@@ -66,9 +70,11 @@ def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
     scribbled = select_scribbled(dataset.cases("train"), num_scribbled=cfg.num_scribbled,
                                  scribbled_cases=cfg.scribbled_cases)
     notes = GeometryNotes()
-    train_cases = [load_case(c, spec, preprocess, labelled=c.case_id in scribbled,
+    train_cases = []
+    for case in dataset.cases("train"):  # one full-resolution volume in memory at a time
+        prepared = load_case(case, spec, preprocess, labelled=case.case_id in scribbled,
                              geometry=cfg.geometry, notes=notes)
-                   for c in dataset.cases("train")]
+        train_cases.append(spill_to_disk(prepared, cache_dir) if cache_dir else prepared)
     missing = [c.image_paths[0] for c in dataset.cases("train") if c.label_path is None]
     if missing:
         raise DataError(f"{missing[0]}: training case without a label file")

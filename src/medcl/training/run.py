@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from medcl.data.slice_cache import CACHE_DIR, remove_cache
 from medcl.errors import ConfigError, DataError
 from medcl.files import check_writable
 from medcl.runtime import distributed
@@ -103,7 +104,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     last_path = _prepare_run_dir(run_dir, resume)
     cfg = replace(cfg, **absolute_paths({k: getattr(cfg, k) for k in PATH_KEYS}))
     set_threads(cfg.num_threads)
-    data, cfg = load_training_data(cfg)
+    cache = run_dir / CACHE_DIR if cfg.slice_cache == "disk" else None
+    data, cfg = load_training_data(cfg, cache_dir=cache)
     cases = {"train": [c.case_id for c in data.train], "val": [c.case_id for c in data.val]}
     ckpt = load_checkpoint(last_path) if last_path is not None else None
     if resume:
@@ -117,5 +119,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     if trainer.dist.is_main:
         truncate_metrics(run_dir, trainer.state["step"])
         write_cases(run_dir, cases)
-    with StopSignal() as stop:
-        return trainer.run(stop)
+    try:
+        with StopSignal() as stop:
+            return trainer.run(stop)
+    finally:
+        if cache is not None and trainer.dist.is_main:
+            remove_cache(cache)
