@@ -169,6 +169,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_annotate(args: argparse.Namespace) -> int:
+    try:
+        from medcl.annotate.server import open_session, serve
+    except ImportError as exc:
+        raise MedclError(f"medcl annotate needs its extra: pip install 'medcl[annotate]' "
+                         f"({exc})") from None
+    session = open_session(args.dataset, run=args.run, labels=args.labels,
+                           train_config=args.train_config)
+    print(f"medcl annotate: http://{args.host}:{args.port}/ (Ctrl+C to stop)", flush=True)
+    serve(session, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medcl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"medcl {__version__}")
@@ -218,6 +231,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("annotate", help="scribble, train and review in the browser (localhost)")
+    p.add_argument("dataset", help="dataset folder (nnU-Net or MSCMR layout, or images alone)")
+    p.add_argument("--run", help="run folder: its predictions are shown, rounds trained from "
+                   "the page go into RUN/annotate_rounds/")
+    p.add_argument("--labels", help="label definition JSON (default: DATASET/dataset.json)")
+    p.add_argument("--train-config", help="JSON training options of rounds started from the "
+                   "page (default: the run's config.json)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
+    p.set_defaults(func=cmd_annotate)
     return parser
 
 

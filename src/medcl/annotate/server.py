@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -23,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from medcl.annotate.cases import OutsideDataset, StaleVersion, UnknownCase
+from medcl.annotate.cases import CaseStore, OutsideDataset, StaleVersion, UnknownCase
 from medcl.annotate.drawing import (
     ShapeMismatch,
     UploadTooLarge,
@@ -31,9 +32,10 @@ from medcl.annotate.drawing import (
     decode_drawing,
     max_upload_bytes,
 )
-from medcl.annotate.review import prediction_indices
+from medcl.annotate.review import RunRoot, prediction_indices
 from medcl.annotate.session import Busy, Session
 from medcl.errors import ConfigError, DataError, MedclError
+from medcl.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +131,7 @@ def create_app(session: Session, *, host: str = DEFAULT_HOST) -> FastAPI:
                 "files": [p.name for p in store.get(case_id).image_paths],
                 **store.status(case_id), **session.case_uncertainty(case_id)}
 
-    @app.get("/api/cases/{case_id}/image/{channel}")
+    @app.get("/api/cases/{case_id}/image/{channel:int}.nii")
     def image_file(case_id: str, channel: int) -> FileResponse:
         path = store.image_file(case_id, channel)
         return FileResponse(path, media_type=NIFTI_MEDIA, filename=path.name)
@@ -142,7 +144,7 @@ def create_app(session: Session, *, host: str = DEFAULT_HOST) -> FastAPI:
             raise UnknownCase(f"case {case_id!r} has slices 0..{volume.shape[2] - 1}, not {z}")
         return Response(slice_png(volume, z), media_type="image/png")
 
-    @app.get("/api/cases/{case_id}/scribbles")
+    @app.get("/api/cases/{case_id}/scribbles.nii")
     def get_scribbles(case_id: str) -> Response:
         with store.lock(case_id):
             version = store.version(case_id)
@@ -151,7 +153,7 @@ def create_app(session: Session, *, host: str = DEFAULT_HOST) -> FastAPI:
         return Response(_nifti_bytes(pens, image.affine, image.header), media_type=NIFTI_MEDIA,
                         headers={VERSION_HEADER: version, "Cache-Control": "no-store"})
 
-    @app.put("/api/cases/{case_id}/scribbles")
+    @app.put("/api/cases/{case_id}/scribbles.nii")
     async def put_scribbles(case_id: str, request: Request) -> dict:
         if request.headers.get("content-type", "").split(";")[0] != NIFTI_MEDIA:
             return JSONResponse({"detail": f"send the drawing as {NIFTI_MEDIA}"},
@@ -165,7 +167,7 @@ def create_app(session: Session, *, host: str = DEFAULT_HOST) -> FastAPI:
                                           image=image)
         return {"version": version, **store.status(case_id)}
 
-    @app.get("/api/cases/{case_id}/prediction")
+    @app.get("/api/cases/{case_id}/prediction.nii")
     def prediction(case_id: str) -> Response:
         model = session.current_model()
         indices = prediction_indices(model, store, case_id) if model else None
@@ -206,6 +208,15 @@ def create_app(session: Session, *, host: str = DEFAULT_HOST) -> FastAPI:
     if STATIC_DIR.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def open_session(dataset: str | os.PathLike, *, run: str | os.PathLike | None = None,
+                 labels: str | os.PathLike | None = None,
+                 train_config: str | os.PathLike | None = None) -> Session:
+    """The session of ``medcl annotate DATASET [--run RUN] [--labels F] [--train-config F]``."""
+    config = TrainConfig.from_file(train_config).to_dict() if train_config else None
+    return Session(CaseStore(dataset, labels), RunRoot(run) if run else None,
+                   train_config=config)
 
 
 def serve(session: Session, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
