@@ -62,9 +62,9 @@ def test_load_slice_image_and_scribbles(client, root):
     assert png.status_code == 200
     assert Image.open(io.BytesIO(png.content)).size == (SHAPE[0], SHAPE[1])
     assert client.get("/api/cases/case01_DE/slices/3.png").status_code == 404
-    image = client.get("/api/cases/case01_DE/image/0")
+    image = client.get("/api/cases/case01_DE/image/0.nii")
     assert image.content == (root / "train/images/case01_DE.nii.gz").read_bytes()
-    scribbles = client.get("/api/cases/case01_DE/scribbles")
+    scribbles = client.get("/api/cases/case01_DE/scribbles.nii")
     pens = np.asarray(nib.Nifti1Image.from_bytes(scribbles.content).dataobj)
     on_disk = np.asarray(nib.load(str(root / "train/labels/case01_DE_scribble.nii.gz")).dataobj)
     assert np.array_equal(pens == 0, on_disk == 4) and np.array_equal(pens[on_disk == 3], on_disk[on_disk == 3] + 1)
@@ -74,7 +74,7 @@ def test_load_slice_image_and_scribbles(client, root):
 def test_save_scribbles_writes_the_trainer_layout_with_the_image_geometry(client, root):
     pens = np.zeros(SHAPE, dtype=np.uint8)
     pens[3, 4, 0], pens[5, 6, 1] = 2, 1  # RV, background
-    reply = client.put("/api/cases/case02_DE/scribbles", content=gzip.compress(nifti(pens)),
+    reply = client.put("/api/cases/case02_DE/scribbles.nii", content=gzip.compress(nifti(pens)),
                        headers={**OCTET, "If-Match": "none"})
     assert reply.status_code == 200, reply.text
     assert reply.json()["counts"] == {"background": 1, "RV": 1, "Myo": 0, "LV": 0}
@@ -85,14 +85,14 @@ def test_save_scribbles_writes_the_trainer_layout_with_the_image_geometry(client
     assert (data[3, 4, 0], data[5, 6, 1], int((data == 4).sum())) == (1, 0, data.size - 2)
     assert np.allclose(saved.affine, image.affine) and np.allclose(saved.get_sform(), image.affine)
     assert np.allclose(saved.get_qform(), image.affine)
-    stale = client.put("/api/cases/case02_DE/scribbles", content=nifti(pens),
+    stale = client.put("/api/cases/case02_DE/scribbles.nii", content=nifti(pens),
                        headers={**OCTET, "If-Match": "none"})
     assert stale.status_code == 409 and "changed since it was loaded" in stale.json()["detail"]
 
 
 @pytest.mark.parametrize("url", ["/api/cases/nope", "/api/cases/..%2F..%2Fetc%2Fpasswd",
-                                 "/api/cases/%2Fetc%2Fpasswd/image/0", "/api/cases/../../etc/passwd",
-                                 "/api/cases/case01_DE/image/1", "/api/cases/case01_DE/image/-1"])
+                                 "/api/cases/%2Fetc%2Fpasswd/image/0.nii", "/api/cases/../../etc/passwd",
+                                 "/api/cases/case01_DE/image/1.nii", "/api/cases/case01_DE/image/-1.nii"])
 def test_bad_case_ids_and_traversal_are_404(client, url):
     reply = client.get(url)
     assert reply.status_code == 404, url
@@ -108,10 +108,10 @@ def test_symlinks_out_of_the_dataset_are_refused(root, tmp_path):
     label.symlink_to(tmp_path / "label.nii.gz")
     session = Session(CaseStore(root))
     with TestClient(create_app(session), base_url="http://127.0.0.1") as client:
-        assert client.get("/api/cases/case09_DE/image/0").status_code == 404
-        reply = client.get("/api/cases/case01_DE/scribbles")
+        assert client.get("/api/cases/case09_DE/image/0.nii").status_code == 404
+        reply = client.get("/api/cases/case01_DE/scribbles.nii")
         assert reply.status_code == 403 and "outside the dataset" in reply.json()["detail"]
-        save = client.put("/api/cases/case01_DE/scribbles", headers=OCTET,
+        save = client.put("/api/cases/case01_DE/scribbles.nii", headers=OCTET,
                           content=nifti(np.zeros(SHAPE, np.uint8)))
         assert save.status_code == 403
     assert (tmp_path / "label.nii.gz").is_file() and label.is_symlink()
@@ -120,16 +120,16 @@ def test_symlinks_out_of_the_dataset_are_refused(root, tmp_path):
 def test_oversized_wrong_shape_and_wrong_type_uploads_are_4xx(client, root):
     target = root / "train/labels/case01_DE_scribble.nii.gz"
     before = target.read_bytes()
-    big = client.put("/api/cases/case01_DE/scribbles", headers=OCTET,
+    big = client.put("/api/cases/case01_DE/scribbles.nii", headers=OCTET,
                      content=b"\0" * (int(np.prod(SHAPE)) * 8 + 70_000))
     assert big.status_code == 413 and "exceeds" in big.json()["detail"]
-    wrong = client.put("/api/cases/case01_DE/scribbles", headers=OCTET,
+    wrong = client.put("/api/cases/case01_DE/scribbles.nii", headers=OCTET,
                        content=nifti(np.zeros((32, 40, 2), np.uint8)))
     assert wrong.status_code == 422 and "differs from the image's (32, 40, 3)" in wrong.json()["detail"]
     pens = np.full(SHAPE, 9, np.uint8)
-    values = client.put("/api/cases/case01_DE/scribbles", headers=OCTET, content=nifti(pens))
+    values = client.put("/api/cases/case01_DE/scribbles.nii", headers=OCTET, content=nifti(pens))
     assert values.status_code == 422 and "got 9" in values.json()["detail"]
-    form = client.put("/api/cases/case01_DE/scribbles", content=nifti(pens * 0),
+    form = client.put("/api/cases/case01_DE/scribbles.nii", content=nifti(pens * 0),
                       headers={"content-type": "text/plain"})
     assert form.status_code == 415
     assert target.read_bytes() == before
@@ -149,7 +149,7 @@ def test_concurrent_saves_of_one_case_never_interleave(client, root):
 
     def put(pen: int) -> None:
         for _ in range(4):
-            results.append(client.put("/api/cases/case01_DE/scribbles", headers=OCTET,
+            results.append(client.put("/api/cases/case01_DE/scribbles.nii", headers=OCTET,
                                       content=bodies[pen]).status_code)
 
     threads = [threading.Thread(target=put, args=(pen,)) for pen in (2, 3)]
@@ -166,7 +166,7 @@ def test_concurrent_saves_of_one_case_never_interleave(client, root):
     version = client.get("/api/cases/case01_DE").json()["version"]
     codes = []
     racers = [threading.Thread(target=lambda b=b: codes.append(client.put(
-        "/api/cases/case01_DE/scribbles", content=b, headers={**OCTET, "If-Match": version}
+        "/api/cases/case01_DE/scribbles.nii", content=b, headers={**OCTET, "If-Match": version}
     ).status_code)) for b in bodies.values()]
     [t.start() for t in racers]
     [t.join() for t in racers]
@@ -203,6 +203,6 @@ def test_train_from_the_page_then_review_ranks_slices(root, tmp_path):
         assert sorted(ranking["ranking"]) == [0, 1, 2] and len(ranking["slices"]) == 3
         worst = ranking["ranking"][0]
         assert ranking["slices"][worst] == max(ranking["slices"])
-        pred = client.get("/api/cases/case01_DE/prediction")
+        pred = client.get("/api/cases/case01_DE/prediction.nii")
         assert pred.status_code == 200
         assert nib.Nifti1Image.from_bytes(pred.content).shape == SHAPE

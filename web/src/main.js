@@ -18,7 +18,7 @@ const state = {
 window.annotate = state; // for tests and debugging
 
 const nv = new Niivue({ isResizeCanvas: true, backColor: [0.08, 0.09, 0.11, 1], show3Dcrosshair: false,
-  crosshairColor: [1, 0.85, 0, 0.6], isColorbar: false, dragAndDropEnabled: false });
+  crosshairColor: [1, 0.85, 0, 0.35], crosshairWidth: 0.5, isColorbar: false, dragAndDropEnabled: false });
 window.nv = nv;
 
 // ---------------------------------------------------------------- colours
@@ -94,6 +94,7 @@ function renderCases() {
 
 // ---------------------------------------------------------------- opening a case
 async function openCase(caseId, channel = 0) {
+  state.loading = true;
   if (state.dirty) await save();
   const detail = await api("GET", `/api/cases/${encodeURIComponent(caseId)}`);
   Object.assign(state, { caseId, detail, channel, version: detail.version, dirty: false });
@@ -114,6 +115,7 @@ async function openCase(caseId, channel = 0) {
   renderSlicebar(); renderRanking(); renderCases(); setTool(state.pen);
   goToSlice(detail.ranking.length ? detail.ranking[0] : Math.floor(state.zDim / 2));
   setSaveState(detail.version === "none" ? "not scribbled yet" : "saved", "ok");
+  state.loading = false;
 }
 async function loadPrediction() {
   while (nv.volumes.length > 1) nv.removeVolume(nv.volumes[1]);
@@ -125,14 +127,14 @@ async function loadPrediction() {
   nv.updateGLVolume();
 }
 function renderSlicebar() {
-  const d = state.detail, top = Math.max(1e-6, ...(d.slices || [0]));
+  const d = state.detail, lo = Math.min(...(d.slices || [0])), span = Math.max(1e-6, Math.max(...(d.slices || [0])) - lo);
   const scribbled = new Set(d.scribbled_slices);
   const cells = [];
   for (let z = state.zDim - 1; z >= 0; z--) {
     const el = document.createElement("div");
     el.dataset.z = z;
     el.title = `slice ${z + 1}` + (d.slices?.length ? `: uncertainty ${d.slices[z].toFixed(3)}` : "");
-    el.style.background = d.slices?.length ? heat(d.slices[z] / top) : "#333";
+    el.style.background = d.slices?.length ? heat((d.slices[z] - lo) / span) : "#333";
     el.classList.toggle("scribbled", scribbled.has(z));
     el.onclick = () => goToSlice(z);
     cells.push(el);
@@ -203,7 +205,7 @@ async function refreshModel() {
   const review = await api("GET", "/api/review");
   $("model-name").textContent = review.current ? `(${review.current})` : "(none)";
   if (review.state === "running") $("model-name").textContent += ` reviewing ${review.done}/${review.total}`;
-  const ready = review.current && review.state !== "running";
+  const ready = review.current && review.reviewed;
   if (ready && review.current !== state.model) {
     state.model = review.current;
     await loadCases();

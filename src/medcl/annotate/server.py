@@ -32,7 +32,7 @@ from medcl.annotate.drawing import (
     decode_drawing,
     max_upload_bytes,
 )
-from medcl.annotate.review import RunRoot, prediction_indices
+from medcl.annotate.review import RunRoot, load_review, prediction_indices
 from medcl.annotate.session import Busy, Session
 from medcl.errors import ConfigError, DataError, MedclError
 from medcl.training.config import TrainConfig
@@ -115,6 +115,10 @@ def create_app(session: Session, *, host: str = DEFAULT_HOST) -> FastAPI:
     def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/api/info")
     def info() -> dict:
         return _page_info(session)
@@ -183,8 +187,10 @@ def create_app(session: Session, *, host: str = DEFAULT_HOST) -> FastAPI:
 
     @app.get("/api/review")
     def review() -> dict:
+        session.ensure_review()
         model = session.current_model()
-        return {**session.review, "current": session.runs.name(model) if model else None}
+        return {**session.review, "current": session.runs.name(model) if model else None,
+                "reviewed": bool(model and load_review(model))}
 
     @app.get("/api/train")
     def train_status() -> dict:
