@@ -109,6 +109,8 @@ def test_symlinks_out_of_the_dataset_are_refused(root, tmp_path):
     session = Session(CaseStore(root))
     with TestClient(create_app(session), base_url="http://127.0.0.1") as client:
         assert client.get("/api/cases/case09_DE/image/0.nii").status_code == 404
+        listed = {c["id"]: c for c in client.get("/api/cases").json()}
+        assert "case09_DE" not in listed and "outside the dataset" in listed["case01_DE"]["error"]
         reply = client.get("/api/cases/case01_DE/scribbles.nii")
         assert reply.status_code == 403 and "outside the dataset" in reply.json()["detail"]
         save = client.put("/api/cases/case01_DE/scribbles.nii", headers=OCTET,

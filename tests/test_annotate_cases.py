@@ -143,3 +143,14 @@ def test_read_metrics_collects_curve_and_skips_partial_lines(tmp_path):
                     '{"event": "val", "step": 1, "mean_dice": 0.25}\n{"event": "st')
     out = read_metrics(path)
     assert (out["step"], out["total"], out["loss"], out["val"]) == (1, 4, [[1, 2.0]], [[1, 0.25]])
+
+
+def test_history_keeps_the_first_version_and_the_newest_ones(store, monkeypatch):
+    monkeypatch.setattr("medcl.annotate.cases.MAX_VERSIONS", 2)
+    for pen in (1, 2, 3, 4, 1):
+        store.save("case01", np.full(STORE_SHAPE, pen, np.uint8))
+    kept = store.history("case01")
+    # five saves replaced five files: the original (v1) and the saves of pens 1, 2, 3, 4
+    assert [p.name for p in kept] == ["v000001.nii.gz", "v000004.nii.gz", "v000005.nii.gz"]
+    values = [int(np.asarray(nib.load(str(p)).dataobj)[0, 0, 0]) for p in kept[1:]]
+    assert values == [2, 3]  # pens 3 and 4 are on-disk values 2 and 3

@@ -184,7 +184,17 @@ class CaseStore:
         return labels_to_pens(load_nifti(path, kind="label").data, self.spec, source=str(path))
 
     def status(self, case_id: str) -> dict:
-        """``{"version", "scribbled_slices", "counts"}`` of the case's saved scribbles."""
+        """``{"version", "scribbled_slices", "counts"}`` of the case's saved scribbles
+        (``"error"`` instead, naming the file, when they are unreadable or outside the folder)."""
+        try:
+            return self._status(case_id)
+        except DataError as exc:
+            if isinstance(exc, UnknownCase):
+                raise
+            return {"version": NO_VERSION, "scribbled_slices": [], "counts": {},
+                    "error": str(exc)}
+
+    def _status(self, case_id: str) -> dict:
         version = self.version(case_id)
         cached = self._status_cache.get(case_id)
         if cached and cached[0] == version:
@@ -228,8 +238,10 @@ class CaseStore:
         folder = self.root / STATE_DIR / HISTORY_DIR / case.case_id
         folder.mkdir(parents=True, exist_ok=True)
         shutil.copy2(case.scribble_path, folder / f"v{number:06d}.nii.gz")
-        for old in kept[1:-MAX_VERSIONS + 1] if len(kept) >= MAX_VERSIONS else []:
-            old.unlink()  # v000001 (the file before medcl's first save) is always kept
+        # keep v000001 (the file before medcl's first save) and the newest MAX_VERSIONS others
+        surplus = len(kept) - MAX_VERSIONS
+        for old in kept[1:1 + surplus] if surplus > 0 else []:
+            old.unlink()
 
     def save(self, case_id: str, pens: np.ndarray, *, expected_version: str | None = None,
              image: Volume | None = None) -> str:

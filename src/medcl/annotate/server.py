@@ -47,6 +47,8 @@ NIFTI_MEDIA = "application/octet-stream"
 VERSION_HEADER = "X-Scribble-Version"
 #: percentiles of the display window of slice previews
 PREVIEW_WINDOW = (0.5, 99.5)
+#: smallest window width of a preview (a constant image stays black, not NaN)
+MIN_WINDOW = 1e-6
 _STATUS = [(UnknownCase, 404), (OutsideDataset, 403), (StaleVersion, 409), (Busy, 409),
            (UploadTooLarge, 413), (ShapeMismatch, 422), (DataError, 422), (ConfigError, 422),
            (MedclError, 400)]
@@ -68,7 +70,7 @@ def _nifti_bytes(data: np.ndarray, affine: np.ndarray, header: nib.Nifti1Header)
 def slice_png(volume: np.ndarray, z: int) -> bytes:
     """A PNG of slice ``z`` of ``volume (X, Y, Z)``, windowed to the volume's percentiles."""
     low, high = np.percentile(volume, PREVIEW_WINDOW)
-    plane = np.clip((volume[:, :, z] - low) / max(high - low, 1e-6), 0, 1)
+    plane = np.clip((volume[:, :, z] - low) / max(high - low, MIN_WINDOW), 0, 1)
     buffer = io.BytesIO()
     Image.fromarray(np.rot90(plane * 255).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
