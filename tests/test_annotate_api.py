@@ -13,16 +13,15 @@ import pytest
 pytest.importorskip("fastapi", reason="medcl[annotate] is not installed (fastapi)")
 pytest.importorskip("httpx", reason="medcl[annotate] is not installed (httpx, for TestClient)")
 
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
+from conftest import tiny_config
+from fastapi.testclient import TestClient
+from PIL import Image
 
-from medcl.annotate.cases import CaseStore  # noqa: E402
-from medcl.annotate.review import RunRoot  # noqa: E402
-from medcl.annotate.server import VERSION_HEADER, create_app  # noqa: E402
-from medcl.annotate.session import Session  # noqa: E402
-from medcl.data.synthetic import generate_dataset  # noqa: E402
-
-from conftest import tiny_config  # noqa: E402
+from medcl.annotate.cases import CaseStore
+from medcl.annotate.review import RunRoot
+from medcl.annotate.server import VERSION_HEADER, create_app
+from medcl.annotate.session import Session
+from medcl.data.synthetic import generate_dataset
 
 SHAPE = (32, 40, 3)
 OCTET = {"content-type": "application/octet-stream"}

@@ -18,7 +18,12 @@ from medcl.annotate.drawing import (
     pens_to_labels,
 )
 from medcl.annotate.jobs import read_metrics, round_config
-from medcl.annotate.uncertainty import case_summary, rank_slices, slice_uncertainty, voxel_entropy
+from medcl.annotate.uncertainty import (
+    case_summary,
+    rank_slices,
+    slice_uncertainty,
+    voxel_entropy,
+)
 from medcl.data.labels import LabelSpec
 from medcl.data.synthetic import generate_dataset
 from medcl.errors import ConfigError, DataError

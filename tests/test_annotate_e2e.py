@@ -14,17 +14,16 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from conftest import REPO, tiny_config
 
 pytest.importorskip("fastapi", reason="medcl[annotate] is not installed (fastapi)")
 uvicorn = pytest.importorskip("uvicorn", reason="medcl[annotate] is not installed (uvicorn)")
 
-from medcl.annotate.cases import CaseStore  # noqa: E402
-from medcl.annotate.review import RunRoot  # noqa: E402
-from medcl.annotate.server import create_app  # noqa: E402
-from medcl.annotate.session import Session  # noqa: E402
-from medcl.data.synthetic import generate_dataset  # noqa: E402
+from medcl.annotate.cases import CaseStore
+from medcl.annotate.review import RunRoot
+from medcl.annotate.server import create_app
+from medcl.annotate.session import Session
+from medcl.data.synthetic import generate_dataset
 
 CHROMIUM = Path("/usr/bin/chromium")
 WEB = REPO / "web"
@@ -74,7 +73,7 @@ def server(tmp_path):
 
 @pytest.mark.slow
 def test_draw_undo_save_reload_train_in_headless_chromium(server, tmp_path):
-    root, url, session = server
+    root, url, _session = server
     out = tmp_path / "e2e"
     out.mkdir()
     run = subprocess.run(["node", str(SCRIPT), url, "case02_DE", str(out), "--train"], cwd=WEB,

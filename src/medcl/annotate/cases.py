@@ -38,7 +38,13 @@ from medcl.annotate.drawing import (
     scribble_dtype,
     scribbled_slices,
 )
-from medcl.data.datasets import detect_layout, group_channels, nifti_files, pair_by_case, resolve_spec
+from medcl.data.datasets import (
+    detect_layout,
+    group_channels,
+    nifti_files,
+    pair_by_case,
+    resolve_spec,
+)
 from medcl.data.io import Volume, load_image, load_nifti, save_nifti
 from medcl.data.labels import LabelSpec
 from medcl.errors import DataError
