@@ -1,13 +1,17 @@
 """The MedCL objective: every term reaches the network, presets, determinism, a short run."""
 
 import json
+import math
 
 import pytest
 import torch
 from conftest import tiny_config
 
-from medcl.method.objectives import MedCLObjective, build_objective
+from medcl.errors import ConfigError
+from medcl.method.losses import existence_loss
+from medcl.method.objectives import slice_tags
 from medcl.models import build_model
+from medcl.training.components import build_objective
 from medcl.training.config import METHOD_PRESETS, TrainConfig
 from medcl.training.run import train
 
@@ -30,7 +34,7 @@ def test_every_term_sends_gradient_to_the_network(term):
     weights = {f"{t}_weight": (1.0 if t == term else 0.0) for t in TERMS}
     cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
                       **weights)
-    objective = MedCLObjective(cfg, num_classes=4, ignore_index=4)
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
     model = build_model("unet", in_channels=1, num_classes=4, widths=[4, 8])
     batch = _batch()
     if term == "existence":
@@ -49,7 +53,8 @@ def test_presets_switch_terms():
     assert cluster.global_weight == 1 and cluster.mix_pce_weight == 0 and not cluster.intra_mix
     medcl = TrainConfig(method="medcl", existence_weight=0.3)
     assert medcl.existence_weight == 0.3 and medcl.intra_mix
-    assert set(METHOD_PRESETS) == {"pce", "mix", "cluster", "mix_cluster", "medcl"}
+    assert set(METHOD_PRESETS) == {"pce", "mix", "cluster", "mix_cluster", "medcl",
+                                   "recommended"}
 
 
 def test_objective_is_deterministic_under_a_seed():
@@ -90,7 +95,7 @@ def test_short_medcl_run_decreases_its_loss(tiny_dataset, tmp_path):
 def test_supervised_only_step_is_the_scribble_loss():
     cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
                       dice_weight=0.5)
-    objective = MedCLObjective(cfg, num_classes=4, ignore_index=4)
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
     objective.supervised_only = True
     reference = build_objective(TrainConfig(method="pce", dice_weight=0.5), num_classes=4,
                                 ignore_index=4)
@@ -109,5 +114,35 @@ def test_supervised_warmup_switches_medcl_terms_on(tiny_dataset, tmp_path):
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
     steps = [r for r in records if r["event"] == "step"]
     assert [("global" in r) for r in steps] == [False] * 6 + [True] * 6
-    with pytest.raises(Exception, match="supervised_warmup"):
+    with pytest.raises(ConfigError, match=r"supervised_warmup must be in \[0, 1\), got 1.0"):
         TrainConfig(method="medcl", supervised_warmup=1.0)
+
+
+def test_slice_without_annotation_gets_no_existence_loss():
+    """Tags: slice 0 annotated with class 2, slice 1 with nothing. Slice 0 gets background added;
+    slice 1 keeps no tag, so the existence loss is that of slice 0 alone."""
+    tags = torch.tensor([[False, False, True], [False, False, False]])
+    assert slice_tags(tags).tolist() == [[True, False, True], [False, False, False]]
+    probs = torch.tensor([0.2, 0.3, 0.5]).view(1, 3, 1, 1).expand(2, 3, 2, 2).clone()
+    probs[1] = torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1)  # all mass on an untagged class
+    # slice 0: -log(P_bg + P_2) = -log(0.7); slice 1 would give -log(eps) if it were counted
+    loss = existence_loss(probs, slice_tags(tags))
+    assert loss.item() == pytest.approx(-math.log(0.7), rel=1e-6)
+
+
+def test_recommended_recipe_is_medcl_with_warmup_and_detected_mask():
+    paper, recipe = TrainConfig(method="medcl"), TrainConfig(method="recommended")
+    assert (paper.supervised_warmup, paper.nonzero_mask) == (0.0, False)  # the paper's preset
+    assert (recipe.supervised_warmup, recipe.nonzero_mask) == (0.3, None)  # None: detected
+    for name in ("dice_weight", "existence_weight", "global_weight", "local_weight",
+                 "mix_pce_weight", "mix_consistency_weight", "labelled_fraction"):
+        assert getattr(recipe, name) == getattr(paper, name), name
+    assert TrainConfig(method="recommended", nonzero_mask=False).nonzero_mask is False
+
+
+def test_recommended_run_resolves_the_mask_and_stores_it(tiny_dataset, tmp_path):
+    """The generated volumes fill their grid (no zero filling): the detected mask is off."""
+    cfg = tiny_config(tiny_dataset, method="recommended", iterations=2, val_interval=0)
+    train(cfg, tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["nonzero_mask"] is False and saved["supervised_warmup"] == 0.3

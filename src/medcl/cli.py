@@ -15,7 +15,9 @@ from typing import Sequence
 
 from medcl import __version__
 from medcl.errors import MedclError
+from medcl.evaluation.metrics import HD95_CONVENTIONS
 from medcl.runtime import distributed
+from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.config import TrainConfig, field_type
 
 log = logging.getLogger("medcl")
@@ -147,9 +149,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate_folders(args.gt_dir, args.pred_dir, class_values=class_values,
                                out_dir=out, image_dir=args.images,
                                overlay_dir=out / "overlays" if args.images and args.overlays else None,
-                               num_overlay_slices=args.overlays)
+                               num_overlay_slices=args.overlays, hd95_convention=args.hd95)
     print(format_markdown(summary))
     print(f"summary written to {out / 'summary.json'}")
+    if args.report:
+        from medcl.evaluation.report import REPORT_HTML, write_report
+
+        print(f"report written to {write_report(summary, out / REPORT_HTML)}")
     return 0
 
 
@@ -170,11 +176,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_annotate(args: argparse.Namespace) -> int:
-    try:
-        from medcl.annotate.server import open_session, serve
-    except ImportError as exc:
-        raise MedclError(f"medcl annotate needs its extra: pip install 'medcl[annotate]' "
-                         f"({exc})") from None
+    from medcl.extras import require
+
+    for module in ("fastapi", "uvicorn"):
+        require(module, extra="annotate", feature="medcl annotate")
+    from medcl.annotate.server import open_session, serve
+
     session = open_session(args.dataset, run=args.run, labels=args.labels,
                            train_config=args.train_config)
     print(f"medcl annotate: http://{args.host}:{args.port}/ (Ctrl+C to stop)", flush=True)
@@ -196,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="segment NIfTI volumes with a trained run")
-    p.add_argument("-i", "--input", required=True, help="NIfTI file or folder")
+    p = sub.add_parser("predict", help="segment NIfTI volumes or DICOM series with a trained run")
+    p.add_argument("-i", "--input", required=True,
+                   help="NIfTI file, or folder of NIfTI files and/or DICOM series folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-m", "--model", required=True, help="run folder written by 'medcl train'")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
@@ -206,21 +214,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--largest-component", action="store_true",
                    help="keep the largest 3D connected component of each class")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument("--precision", choices=("fp32", "bf16"),
-                   help="network precision (default: the run's training precision)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                   help="network precision; auto: bf16 where this machine runs it natively, "
+                   "else fp32")
     p.add_argument("--overlays", type=int, default=0, metavar="N",
                    help="write N overlay PNGs per case into OUTPUT/overlays")
     p.add_argument("--overwrite", action="store_true", help="replace existing predictions")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="Dice, HD95 and ASSD of predictions against labels")
-    p.add_argument("gt_dir", help="folder of ground-truth label maps")
+    p.add_argument("gt_dir",
+                   help="folder of ground-truth label maps (NIfTI or DICOM series folders)")
     p.add_argument("pred_dir", help="folder of predictions ({case}.nii.gz)")
     p.add_argument("-o", "--output", help="folder for summary.json/summary.md (default: PRED_DIR)")
     p.add_argument("--labels", help="label definition JSON (class names)")
-    p.add_argument("--images", help="image folder, for overlay PNGs")
-    p.add_argument("--overlays", type=int, default=3, metavar="N",
-                   help="overlay PNGs per case when --images is given")
+    p.add_argument("--images", help="image folder (NIfTI or DICOM series), for overlay PNGs")
+    p.add_argument("--overlays", type=int, default=1, metavar="N",
+                   help="overlays per case when --images is given: the N slices with the most "
+                        "foreground, plus the worst-Dice slice (default: 1)")
+    p.add_argument("--hd95", choices=HD95_CONVENTIONS, default=HD95_CONVENTIONS[0],
+                   help="HD95 convention: medpy = 95th percentile of both directions pooled, "
+                        "monai = max of the two directed 95th percentiles (default: medpy)")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUTPUT/report.html (tables, box plots, overlays; one file)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="generate data, train, predict and evaluate in minutes")

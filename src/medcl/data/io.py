@@ -89,6 +89,21 @@ def load_nifti(path: str | os.PathLike, *, kind: str = "image") -> Volume:
     except (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError, zlib.error,
             gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    return Volume(data=check_voxels(raw, kind, path),
+                  affine=np.asarray(img.affine, dtype=np.float64), header=img.header.copy(),
+                  path=path)
+
+
+def check_voxels(raw: np.ndarray, kind: str, path: str | os.PathLike) -> np.ndarray:
+    """Validate a voxel array read from ``path`` and return it as ``kind`` wants it.
+
+    Args:
+        raw: ``(X, Y, Z)`` or ``(X, Y, Z, 1)`` array as read.
+        kind: ``"image"`` (float32, must be finite) or ``"label"`` (integer-valued -> int64).
+
+    Raises:
+        DataError: naming ``path``: not 3D, non-finite intensities, or non-integer labels.
+    """
     if raw.ndim == 4 and raw.shape[3] == 1:
         raw = raw[..., 0]
     if raw.ndim != 3:
@@ -107,9 +122,7 @@ def load_nifti(path: str | os.PathLike, *, kind: str = "image") -> Volume:
                 raise DataError(f"{path}: label map holds non-integer values")
             raw = rounded
         data = raw.astype(np.int64)
-    header = img.header.copy()
-    return Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), header=header,
-                  path=path)
+    return data
 
 
 def load_image(paths: Sequence[str | os.PathLike]) -> Volume:
@@ -120,7 +133,15 @@ def load_image(paths: Sequence[str | os.PathLike]) -> Volume:
     """
     if not paths:
         raise ValueError("load_image needs at least one file")
-    vols = [load_nifti(p, kind="image") for p in paths]
+    return stack_channels([load_nifti(p, kind="image") for p in paths])
+
+
+def stack_channels(vols: Sequence[Volume]) -> Volume:
+    """Stack single-channel volumes on one grid into ``(X, Y, Z, C)`` with the first's geometry.
+
+    Raises:
+        DataError: a channel's shape or affine differs from the first one.
+    """
     first = vols[0]
     for vol in vols[1:]:
         check_same_geometry(first, vol)

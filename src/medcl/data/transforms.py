@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medcl.data.warp import ALIGN_CORNERS, pixel_to_grid, sampling_grid
 from medcl.errors import ConfigError
 
 PADDING_MODES = ("zeros", "border", "reflection")
-ALIGN_CORNERS = False
 QUARTER_TURNS = 4
 # columns of the per-sample uniform draws, always all drawn so the generator advances the same
 # amount whatever the options
@@ -80,7 +80,7 @@ def apply_affine(image: Tensor, labels: Tensor | None, theta: Tensor, *, ignore_
     if tuple(theta.shape) != (batch, 2, 3):
         raise ValueError(f"expected theta ({batch}, 2, 3), got {tuple(theta.shape)}")
     theta = theta.to(device=image.device, dtype=image.dtype)
-    grid = F.affine_grid(theta, list(image.shape), align_corners=ALIGN_CORNERS)
+    grid = sampling_grid(theta, image.shape)
     out_image = F.grid_sample(image, grid, mode="bilinear", padding_mode=image_padding,
                               align_corners=ALIGN_CORNERS)
     if labels is None:
@@ -182,9 +182,7 @@ class RandomAffine2D:
                               torch.stack([sin * flip_x, cos * flip_y], -1)], -2)
         linear = linear / magnification.view(-1, 1, 1)
 
-        # to normalised coordinates: theta = D^-1 A D with D = diag(W/2, H/2)
-        half = torch.tensor([width / 2, height / 2], dtype=torch.float64)
-        linear = linear * (half.view(1, 1, 2) / half.view(1, 2, 1))
+        linear = pixel_to_grid(linear, height, width)
         shift = 2 * self.translate * (2 * draws[:, [_SHIFT_X, _SHIFT_Y]] - 1)
         theta = torch.cat([linear, shift.unsqueeze(-1)], dim=-1)
         return theta.to(torch.float32)
@@ -292,3 +290,26 @@ def center_crop_or_pad(image: Tensor, labels: Tensor | None, size: Sequence[int]
     top = (image.shape[-2] - size[0]) // 2
     left = (image.shape[-1] - size[1]) // 2
     return _crop(image, labels, size, top, left)
+
+
+def crop_around(image: Tensor, labels: Tensor | None, size: Sequence[int], centre: Sequence[int],
+                *, ignore_index: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """Crop a ``size`` window that contains the pixel ``centre = (row, col)`` at a random
+    position inside it (clamped to the image), padding first where the image is smaller.
+
+    Shapes as :func:`random_crop`; the class-balanced sampler uses it to show a small structure.
+    """
+    size = _check_size(size)
+    _check_crop_inputs(image, labels)
+    _check_generator(generator)
+    # where the centre lands after the even padding of _pad_to
+    shift = [max(size[i] - image.shape[d], 0) // 2 for i, d in enumerate((-2, -1))]
+    image = _pad_to(image, size, 0.0)
+    if labels is not None:
+        labels = _pad_to(labels, size, ignore_index)
+    offsets = []
+    for i, d in enumerate((-2, -1)):
+        within = int(torch.randint(0, size[i], (1,), generator=generator))
+        start = int(centre[i]) + shift[i] - within
+        offsets.append(min(max(start, 0), image.shape[d] - size[i]))
+    return _crop(image, labels, size, *offsets)

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcl.data.datasets import group_channels, nifti_files
-from medcl.data.io import Volume, is_nifti, load_image, save_nifti
+from medcl.data.datasets import group_channels
+from medcl.data.dicom import load_case_image, volume_files
+from medcl.data.io import Volume, is_nifti, save_nifti
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
@@ -31,7 +32,7 @@ from medcl.inference.postprocessing import keep_largest_component
 from medcl.models import build_model
 from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
 from medcl.runtime.device import resolve_device
-from medcl.runtime.precision import FastForward
+from medcl.runtime.precision import FastForward, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class Predictor:
                  device: str = "auto", precision: str | None = None, **kwargs) -> "Predictor":
         """Load a predictor from a run folder (``best`` falls back to ``last`` if absent).
 
-        ``precision`` defaults to the run's training precision.
+        ``precision``: ``auto`` (default: bf16 where this machine runs it natively, else fp32),
+        ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
         """
         path = checkpoint_path(run_dir, checkpoint)
         if checkpoint == "best" and not path.is_file():
@@ -84,14 +86,16 @@ class Predictor:
         model = build_model(**kwargs_model)
         model.load_state_dict(state["model"])
         cfg = state["config"]
-        model = FastForward(model, precision=precision or cfg.get("precision", "fp32"),
-                            channels_last=cfg.get("channels_last", False))
+        torch_device = resolve_device(device)
+        chosen, reason = resolve_precision(precision or "auto", torch_device)
+        log.info("inference precision %s (%s)", chosen, reason)
+        model = FastForward(model, precision=chosen, channels_last=cfg.get("channels_last", False))
         preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
                                       normalization=cfg["normalization"],
                                       nonzero_mask=cfg.get("nonzero_mask", False))
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
         log.info("loaded %s (step %d)", path, state.get("step", -1))
-        return cls(model, spec, preprocess, device=resolve_device(device), **kwargs)
+        return cls(model, spec, preprocess, device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(self.model(batch), dim=1)
@@ -137,12 +141,12 @@ class Predictor:
 
 
 def find_inputs(path: Path, in_channels: int) -> dict[str, tuple[Path, ...]]:
-    """Case id -> channel files, for a folder or a single NIfTI file."""
+    """Case id -> channel files (or DICOM series folders), for a folder or a single NIfTI file."""
     if path.is_file():
         if not is_nifti(path):
             raise DataError(f"{path}: not a .nii/.nii.gz file")
         return group_channels([path], in_channels)
-    return group_channels(nifti_files(path), in_channels)
+    return group_channels(volume_files(path), in_channels)
 
 
 def label_dtype(spec: LabelSpec) -> type:
@@ -156,6 +160,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                  overlay_slices: int = 0,
                  progress: Callable[[str], None] | None = None) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
+
+    A case is a NIfTI file or a folder holding one DICOM series (:mod:`medcl.data.dicom`).
 
     Outputs keep the input's affine, header and shape and hold the dataset's on-disk label
     values. Nothing is written if any output already exists and ``overwrite`` is false.
@@ -180,7 +186,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for case_id, paths in cases.items():
-        image = load_image(paths)
+        image = load_case_image(paths)
         probs = predictor.predict_volume(image)
         labels = predictor.segment(probs, largest_component=largest_component)
         spec = predictor.spec
@@ -192,7 +198,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         if overlay_slices:
             values = dict(zip(spec.foreground_names, spec.label_values[1:]))
             save_overlays(image.data[..., 0], spec.to_values(labels), None,
-                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices)
+                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices,
+                          affine=image.affine)
         if progress is not None:
             progress(case_id)
     return written

@@ -12,12 +12,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medcl.errors import ConfigError
+from medcl.method.clustering import (
+    CLUSTERINGS,
+    CODE_DIM,
+    HEAD_FORM,
+    HEAD_FORMS,
+    HEAD_GRID,
+    HEAD_HIDDEN,
+    NUM_PROTOTYPES,
+    TEMPERATURE,
+)
+from medcl.method.objectives import SUPERVISIONS
 from medcl.models.registry import MODEL_REGISTRY
+from medcl.runtime.precision import PRECISION_CHOICES
+from medcl.training.schedule import LR_SCHEDULES
 
-SUPERVISIONS = ("scribble", "dense")
-METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")
-LR_SCHEDULES = ("poly", "cosine", "constant")
+METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl", "recommended")
 DEVICES = ("auto", "cpu", "cuda")
+#: the section of a run's config.json that records what the machine decided at run time (the
+#: precision ``auto`` chose, and why); informative, ignored when the file is read back
+RESOLVED_KEY = "resolved"
 
 
 _NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_weight": 0.0,
@@ -25,15 +39,21 @@ _NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_we
              "intra_mix": False}
 _MIX = {"mix_pce_weight": 1.0, "mix_consistency_weight": 1.0, "intra_mix": True}
 _CLUSTER = {"global_weight": 1.0, "local_weight": 1.0, "prompt_consistency_weight": 1.0}
+_MEDCL = {**_MIX, **_CLUSTER, "existence_weight": 1.0, "dice_weight": 1.0,
+          "labelled_fraction": 0.5}
+_PAPER = {"supervised_warmup": 0.0, "nonzero_mask": False}
 #: what each --method sets for the options left unset (None); docs/method.md explains the rows.
 METHOD_PRESETS: dict[str, dict] = {
-    "pce": {**_NO_MEDCL, "dice_weight": 0.0, "labelled_fraction": 1.0},
-    "mix": {**_NO_MEDCL, **_MIX, "dice_weight": 0.0, "labelled_fraction": 0.5},
-    "cluster": {**_NO_MEDCL, **_CLUSTER, "dice_weight": 0.0, "labelled_fraction": 0.5},
-    "mix_cluster": {**_NO_MEDCL, **_MIX, **_CLUSTER, "dice_weight": 0.0,
+    "pce": {**_PAPER, **_NO_MEDCL, "dice_weight": 0.0, "labelled_fraction": 1.0},
+    "mix": {**_PAPER, **_NO_MEDCL, **_MIX, "dice_weight": 0.0, "labelled_fraction": 0.5},
+    "cluster": {**_PAPER, **_NO_MEDCL, **_CLUSTER, "dice_weight": 0.0, "labelled_fraction": 0.5},
+    "mix_cluster": {**_PAPER, **_NO_MEDCL, **_MIX, **_CLUSTER, "dice_weight": 0.0,
                     "labelled_fraction": 0.5},
-    "medcl": {**_MIX, **_CLUSTER, "existence_weight": 1.0, "dice_weight": 1.0,
-              "labelled_fraction": 0.5},
+    "medcl": {**_PAPER, **_MEDCL},
+    # the recipe that did best on few-scribble MSCMR *validation* (docs/results.md): MedCL after
+    # a supervised warm-up of 30 % of the budget; nonzero_mask stays None, so the zero filling
+    # around the acquisition is detected from the training images (training/data.py)
+    "recommended": {**_MEDCL, "supervised_warmup": 0.3},
 }
 
 
@@ -58,10 +78,16 @@ class TrainConfig:
                                         "(default: median of the training cases)")
     normalization: str = _opt("zscore", "per-volume intensity normalisation",
                               choices=("zscore", "minmax", "none"))
-    nonzero_mask: bool = _opt(False, "the zero-filled region outside the acquired field of "
-                              "view is background: excluded from normalisation, labelled "
-                              "background in training, predicted background")
+    nonzero_mask: bool | None = _opt(None, "the zero-filled region outside the acquired field "
+                                     "of view is background: excluded from normalisation, "
+                                     "labelled background in training, predicted background "
+                                     "(default: off for the paper's presets; detected from the "
+                                     "training images for --method recommended)")
     crop_size: int = _opt(192, "square training crop size in pixels")
+    class_balance: float = _opt(0.0, "share of the labelled training draws that pick a "
+                                "foreground class uniformly and crop around one of its pixels "
+                                "(for many classes of very different sizes, e.g. 0.5 for "
+                                "abdominal CT); 0: slices drawn uniformly")
     # augmentation
     rotate_degrees: float = _opt(15.0, "max random rotation in degrees")
     scale_min: float = _opt(0.85, "min random isotropic scale")
@@ -120,22 +146,23 @@ class TrainConfig:
                               choices=("reverse", "shuffle"))
     clustering: str = _opt("contrastive", "clustering form: contrastive (global centres + "
                            "NT-Xent) or prototype (Sinkhorn prototypes)",
-                           choices=("contrastive", "prototype"))
-    head: str = _opt("pooled", "projection head: pooled (any size) or full (authors', tied to "
-                     "the crop size)", choices=("pooled", "full"))
-    head_grid: int = _opt(16, "pooled head layout side")
-    head_hidden: int = _opt(512, "projection head hidden width")
-    code_dim: int = _opt(128, "anatomy code dimension")
-    temperature: float = _opt(0.5, "NT-Xent temperature")
-    num_prototypes: int = _opt(128, "prototypes of the prototype clustering")
+                           choices=CLUSTERINGS)
+    head: str = _opt(HEAD_FORM, "projection head: pooled (any size) or full (authors', tied to "
+                     "the crop size)", choices=HEAD_FORMS)
+    head_grid: int = _opt(HEAD_GRID, "pooled head layout side")
+    head_hidden: int = _opt(HEAD_HIDDEN, "projection head hidden width")
+    code_dim: int = _opt(CODE_DIM, "anatomy code dimension")
+    temperature: float = _opt(TEMPERATURE, "NT-Xent temperature")
+    num_prototypes: int = _opt(NUM_PROTOTYPES, "prototypes of the prototype clustering")
     labelled_fraction: float | None = _opt(None, "share of each batch drawn from scribbled "
                                            "slices when unlabelled slices are used "
                                            "(default: 0.5 for methods that use them)")
-    supervised_warmup: float = _opt(0.0, "share of training (of the wall-clock budget with "
+    supervised_warmup: float | None = _opt(None, "share of training (of the wall-clock budget with "
                                     "max_minutes, else of the iterations) spent on the scribble "
                                     "loss alone (one view of scribbled slices, no mixing or "
                                     "clustering) before the other MedCL terms switch on; 0: from "
-                                    "the first step, as in the paper")
+                                    "the first step, as in the paper (default: 0; 0.3 for "
+                                    "--method recommended)")
     # optimisation
     batch_size: int = _opt(8, "slices per batch")
     lr: float = _opt(1e-3, "peak learning rate (AdamW)")
@@ -152,8 +179,10 @@ class TrainConfig:
     device: str = _opt("auto", "device", choices=DEVICES)
     num_threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
     infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference")
-    precision: str = _opt("fp32", "bf16 runs the network under bf16 autocast (CPU with "
-                          "AVX512-BF16 or GPU); losses stay fp32", choices=("fp32", "bf16"))
+    precision: str = _opt("auto", "network precision: auto (bf16 autocast where the hardware "
+                          "runs bf16 natively: CPU flags avx512_bf16/amx_bf16, CUDA with bf16; "
+                          "fp32 elsewhere), fp32, or bf16 (forced; emulated and slow on AVX2-only "
+                          "CPUs); losses stay fp32", choices=PRECISION_CHOICES)
     channels_last: bool = _opt(False, "channels-last memory layout for the network")
     compile: bool = _opt(False, "torch.compile the network's training forward (inductor; the "
                          "first steps compile); falls back to eager with a warning")
@@ -192,6 +221,8 @@ class TrainConfig:
             raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction <= 1:
             raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if not 0 <= self.class_balance <= 1:
+            raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0 <= self.supervised_warmup < 1:
             raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
         if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
@@ -217,6 +248,8 @@ class TrainConfig:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read configuration ({exc})") from None
+        if isinstance(data, dict):
+            data.pop(RESOLVED_KEY, None)
         return cls.from_dict(data, source=str(path))
 
 

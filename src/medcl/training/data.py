@@ -9,8 +9,9 @@ from dataclasses import dataclass, replace
 import nibabel as nib
 
 from medcl.data.datasets import Dataset, discover
+from medcl.data.io import load_image
 from medcl.data.labels import LabelSpec
-from medcl.data.preprocessing import PreprocessConfig
+from medcl.data.preprocessing import PreprocessConfig, has_zero_filled_borders
 from medcl.data.slices import PreparedCase, load_case, select_scribbled
 from medcl.errors import DataError
 from medcl.training.config import TrainConfig
@@ -37,12 +38,29 @@ def median_inplane_spacing(dataset: Dataset) -> float:
     return statistics.median(sizes)
 
 
+#: training images read to decide whether the dataset has zero-filled acquisition borders
+ZERO_FILL_SAMPLE = 5
+
+
+def detect_zero_filling(dataset: Dataset) -> bool:
+    """Whether the dataset's training images have zero-filled acquisition borders (read from the
+    first :data:`ZERO_FILL_SAMPLE` training images, sorted by case id)."""
+    cases = dataset.cases("train")[:ZERO_FILL_SAMPLE]
+    found, fractions = has_zero_filled_borders([load_image(c.image_paths).data for c in cases])
+    log.info("zero-filled share of %d training images: %s -> nonzero mask %s", len(cases),
+             ", ".join(f"{f:.2f}" for f in fractions), "on" if found else "off")
+    return found
+
+
 def load_training_data(cfg: TrainConfig) -> tuple[TrainingData, TrainConfig]:
-    """Discover and preprocess the data; returns it and ``cfg`` with ``target_spacing`` resolved."""
+    """Discover and preprocess the data; returns it and ``cfg`` with ``target_spacing`` and
+    ``nonzero_mask`` resolved."""
     dataset = discover(cfg.data, cfg.labels)
     if cfg.target_spacing is None:
         cfg = replace(cfg, target_spacing=round(median_inplane_spacing(dataset), 5))
         log.info("target spacing: median of the training images, %.5f mm", cfg.target_spacing)
+    if cfg.nonzero_mask is None:
+        cfg = replace(cfg, nonzero_mask=detect_zero_filling(dataset))
     preprocess = PreprocessConfig(target_spacing=cfg.target_spacing, normalization=cfg.normalization,
                                   nonzero_mask=cfg.nonzero_mask)
     spec = dataset.spec
