@@ -51,10 +51,13 @@ class Session:
         return load_review(model) if model else {}
 
     def ensure_review(self) -> None:
-        """Start reviewing the current model in the background unless it is reviewed/running."""
+        """Start reviewing the current model in the background unless it is reviewed, being
+        reviewed, or its review failed (the error stays in :attr:`review`)."""
         model = self.current_model()
         with self._lock:
             if model is None or self.review["state"] == "running" or load_review(model):
+                return
+            if self.review["state"] == "failed" and self.review["model"] == self.runs.name(model):
                 return
             self.review.update(model=self.runs.name(model), state="running", done=0,
                                total=len(self.store.cases), error=None)
