@@ -207,3 +207,25 @@ def test_train_from_the_page_then_review_ranks_slices(root, tmp_path):
         pred = client.get("/api/cases/case01_DE/prediction.nii")
         assert pred.status_code == 200
         assert nib.Nifti1Image.from_bytes(pred.content).shape == SHAPE
+
+
+def test_multi_channel_case_serves_each_channel(tmp_path):
+    root = tmp_path / "mc"
+    for channel in (0, 1):
+        data = np.full(SHAPE, 10.0 * (channel + 1), np.float32)
+        path = root / "imagesTr" / f"c1_{channel:04d}.nii.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    (root / "dataset.json").write_text(
+        '{"labels": {"background": 0, "a": 1, "ignore": 2}, "channel_names": {"0": "T1", "1": "T2"}}')
+    with TestClient(create_app(Session(CaseStore(root))), base_url="http://127.0.0.1") as client:
+        assert client.get("/api/info").json()["channels"] == ["T1", "T2"]
+        case = client.get("/api/cases/c1").json()
+        assert case["channels"] == 2 and case["files"] == ["c1_0000.nii.gz", "c1_0001.nii.gz"]
+        second = client.get("/api/cases/c1/image/1.nii")
+        assert np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(second.content)).dataobj).max() == 20.0
+        assert client.get("/api/cases/c1/image/2.nii").status_code == 404
+        saved = client.put("/api/cases/c1/scribbles.nii", headers=OCTET,
+                           content=nifti(np.ones(SHAPE, np.uint8)))
+        assert saved.status_code == 200 and saved.json()["counts"] == {"background": int(np.prod(SHAPE)), "a": 0}
+    assert (root / "labelsTr" / "c1.nii.gz").is_file()

@@ -98,3 +98,4 @@ def test_draw_undo_save_reload_train_in_headless_chromium(server, tmp_path):
     assert result["model"] == "round_001" and result["predictionVoxels"] == int(np.prod(SHAPE))
     assert sorted(result["ranking"]) == list(range(SHAPE[2]))
     assert "finished" in result["trainState"]
+    assert result["curvePoints"] == 4  # the learning curve: one point per logged step

@@ -81,6 +81,7 @@ if (flags.includes("--train")) {
   result.predictionVoxels = await page.evaluate(() => window.nv.volumes[1].img.length);
   result.ranking = await page.evaluate(() => window.annotate.detail.ranking);
   result.trainState = await page.textContent("#train-state");
+  result.curvePoints = await page.evaluate(() => document.querySelector("#curve polyline")?.getAttribute("points").split(" ").length ?? 0);
   await page.screenshot({ path: `${outDir}/trained.png` });
 }
 writeFileSync(`${outDir}/result.json`, JSON.stringify(result, null, 1));
