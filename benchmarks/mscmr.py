@@ -28,12 +28,14 @@ from medcl.data.labels import LabelSpec
 from medcl.evaluation.evaluate import evaluate_folders
 from medcl.evaluation.metrics import HD95_CONVENTIONS, HD95_MEDPY
 from medcl.inference.predictor import Predictor, predict_path
+from medcl.runtime.cpu import cpu_info, kernel_path
 from medcl.training.config import METHODS, TrainConfig
 from medcl.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "examples" / "mscmr.json"
 SETTINGS = {"all25": None, "few5": 5}
+DEFAULT_SEED = 42
 
 
 def git_commit() -> str:
@@ -49,7 +51,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def run(args: argparse.Namespace, data: Path) -> dict:
     model = (json.loads(args.options) if args.options else {}).get("model", "unet")
-    tag = ("" if model == "unet" else f"_{model}") + (f"_{args.tag}" if args.tag else "")
+    tag = (("" if model == "unet" else f"_{model}") + (f"_{args.tag}" if args.tag else "")
+           + (f"_seed{args.seed}" if args.seed != DEFAULT_SEED else ""))
     run_name = f"mscmr_{args.setting}_{args.method}{tag}_{args.minutes:g}min"
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / run_name
     # another HD95 convention than the default: a result file of its own
@@ -114,7 +117,8 @@ def main() -> None:
     parser.add_argument("--target-spacing", type=float, default=1.36719)
     parser.add_argument("--val-interval", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="another seed than the default adds '_seed<N>' to the result name")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--hd95", choices=HD95_CONVENTIONS, default=HD95_MEDPY,
@@ -126,7 +130,8 @@ def main() -> None:
     record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
               "torch": torch.__version__, "threads": args.threads,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                         f"{platform.processor() or 'cpu'}",
+                         f"{cpu_info().model or platform.processor() or 'cpu'}, torch kernels "
+                         f"{kernel_path()}",
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), **run(args, data)}
     out = Path(args.results) / f"{record['name']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

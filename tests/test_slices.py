@@ -1,10 +1,15 @@
 """The slice sampler: class-balanced draws show a small structure that uniform draws miss."""
 
+import json
+
 import pytest
 import torch
+from conftest import tiny_config
 
+from medcl.data.slice_cache import CACHE_DIR, remove_cache, spill_to_disk
 from medcl.data.slices import PreparedCase, SliceSampler
 from medcl.errors import ConfigError
+from medcl.training.run import train
 
 IGNORE = 9
 
@@ -41,3 +46,24 @@ def test_class_balance_is_checked():
     with pytest.raises(ConfigError, match=r"class_balance must be in \[0, 1\], got 1.5"):
         SliceSampler([_case()], crop_size=(16, 16), ignore_index=IGNORE, labelled_fraction=1.0,
                      generator=torch.Generator(), class_balance=1.5)
+
+
+def test_disk_cache_gives_the_same_batches_and_is_removed(tiny_dataset, tmp_path):
+    """Training with --slice-cache disk draws the same batches (same losses) as in memory, and
+    leaves no cache behind."""
+    results = {}
+    for mode in ("memory", "disk"):
+        run = tmp_path / mode
+        train(tiny_config(tiny_dataset, slice_cache=mode, iterations=3, val_interval=0), run)
+        results[mode] = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").open()
+                         if json.loads(line)["event"] == "step"]
+        assert not (run / CACHE_DIR).exists()
+    assert results["memory"] == results["disk"] and len(results["disk"]) == 3
+
+
+def test_spilled_case_is_memory_mapped(tmp_path):
+    case = spill_to_disk(_case(), tmp_path)
+    assert torch.equal(case.labels, _case().labels)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.image.npy", "c.labels.npy"]
+    remove_cache(tmp_path)
+    assert not tmp_path.exists()

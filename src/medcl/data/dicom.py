@@ -26,7 +26,14 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
-from medcl.data.io import Volume, check_voxels, is_nifti, load_nifti, stack_channels
+from medcl.data.io import (
+    Volume,
+    check_voxels,
+    is_nifti,
+    load_nifti,
+    stack_channels,
+    visible_entries,
+)
 from medcl.errors import DataError
 from medcl.extras import require
 from medcl.files import atomic_path
@@ -79,8 +86,8 @@ def volume_files(folder: Path) -> list[Path]:
         raise DataError(f"{folder}: folder not found")
     if is_series_folder(folder):
         return [folder]
-    found = sorted(p for p in folder.iterdir()
-                   if (p.is_file() and is_nifti(p)) or is_series_folder(p))
+    found = [p for p in visible_entries(folder)
+             if (p.is_file() and is_nifti(p)) or is_series_folder(p)]
     if not found:
         raise DataError(f"{folder}: folder holds no .nii/.nii.gz files and no DICOM series "
                         "folders")

@@ -24,6 +24,8 @@ from scipy import ndimage
 from medcl.errors import ConfigError
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
+#: the largest resampled slice (H * W) medcl builds: 4096 x 4096 pixels (64 MiB per channel).
+MAX_SLICE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,20 @@ def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig,
 
 def resampled_size(shape_xy: tuple[int, int], spacing_xy: tuple[float, float],
                    target_spacing: float | None) -> tuple[int, int]:
-    """In-plane size ``(H, W)`` after resampling a ``shape_xy`` grid to ``target_spacing``."""
+    """In-plane size ``(H, W)`` after resampling a ``shape_xy`` grid to ``target_spacing``.
+
+    Raises:
+        ConfigError: the result would exceed :data:`MAX_SLICE_PIXELS`.
+    """
     if target_spacing is None:
         return int(shape_xy[0]), int(shape_xy[1])
-    return tuple(max(1, int(round(n * s / target_spacing))) for n, s in zip(shape_xy, spacing_xy))
+    size = tuple(max(1, int(round(n * s / target_spacing))) for n, s in zip(shape_xy, spacing_xy))
+    if size[0] * size[1] > MAX_SLICE_PIXELS:
+        raise ConfigError(f"target_spacing {target_spacing} mm would resample a "
+                          f"{shape_xy[0]}x{shape_xy[1]} slice at {spacing_xy[0]:g}x"
+                          f"{spacing_xy[1]:g} mm to {size[0]}x{size[1]} pixels, more than the "
+                          f"{MAX_SLICE_PIXELS} allowed; choose a larger target spacing")
+    return size
 
 
 def image_to_slices(image: np.ndarray, spacing_xy: tuple[float, float],

@@ -42,8 +42,12 @@ class PreparedCase:
         tags: image-level class tags ``(Z, K)`` bool: class ``k`` occurs in slice ``z``'s
             annotation. Kept for cases whose scribbles are hidden.
         labelled: whether ``labels`` may be used for supervision.
-        reference: the input volume (geometry for writing outputs; data is the raw image).
+        reference: the input volume (geometry for writing outputs; data is the raw image);
+            kept for validation cases only (``keep_dense``), ``None`` for training cases.
         dense_labels: class indices at the input grid ``(X, Y, Z)`` (validation/evaluation).
+
+    Labels are stored in the smallest integer type that holds ``ignore_index``
+    (:func:`compact_labels`); the sampler hands out int64 batches.
     """
 
     case_id: str
@@ -51,7 +55,7 @@ class PreparedCase:
     labels: torch.Tensor | None
     tags: torch.Tensor | None
     labelled: bool
-    reference: Volume
+    reference: Volume | None
     dense_labels: np.ndarray | None = None
 
 
@@ -74,6 +78,12 @@ def class_tags(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.stack([(flat == k).any(dim=1) for k in range(num_classes)], dim=1)
 
 
+def compact_labels(labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """``labels`` as int16 when every class index and ``ignore_index`` fit (a quarter of int64's
+    memory: what a training set of large CT volumes needs), else unchanged."""
+    return labels.to(torch.int16) if ignore_index <= torch.iinfo(torch.int16).max else labels
+
+
 def load_case(case: Case, spec: LabelSpec, cfg: PreprocessConfig, *, labelled: bool = True,
               keep_dense: bool = False) -> PreparedCase:
     """Read and preprocess one case.
@@ -92,12 +102,18 @@ def load_case(case: Case, spec: LabelSpec, cfg: PreprocessConfig, *, labelled: b
     label_slices = tags = None
     if labels is not None and mask is not None:
         labels = np.where(~mask & (labels == spec.ignore_index), 0, labels)
+    if labelled and labels is not None and not (labels != spec.ignore_index).any():
+        log.warning("%s: no scribbled voxel (every voxel is the ignore label); case %s is "
+                    "treated as unlabelled", case.label_path, case.case_id)
+        labelled = False
     if labels is not None:
         label_slices = labels_to_slices(labels, spacing_xy, cfg)
         tags = class_tags(torch.from_numpy(labels.transpose(2, 0, 1)), spec.num_classes)
+        label_slices = compact_labels(label_slices, spec.ignore_index)
     return PreparedCase(case_id=case.case_id, image=slices,
                         labels=label_slices if labelled else None, tags=tags,
-                        labelled=labelled and labels is not None, reference=image,
+                        labelled=labelled and labels is not None,
+                        reference=image if keep_dense else None,
                         dense_labels=labels if keep_dense else None)
 
 
@@ -223,7 +239,7 @@ class SliceSampler:
         images, labels, tags = [], [], []
         for (ci, z), k in zip(picks.tolist(), forced):
             case = self.cases[ci]
-            lab = case.labels[z] if case.labels is not None else torch.full(
+            lab = case.labels[z].long() if case.labels is not None else torch.full(
                 case.image.shape[-2:], self.ignore_index, dtype=torch.long)
             if k is not None:
                 img, lab = self._balanced_crop(case, z, k, lab)

@@ -33,7 +33,7 @@ from medcl.evaluation.metrics import (
     empty_mask_flags,
 )
 from medcl.evaluation.overlay import save_overlays
-from medcl.files import atomic_write_text
+from medcl.files import atomic_write_text, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,18 @@ def _classes_from_gt(gt_paths: list[Path]) -> dict[str, int]:
         raise DataError(f"{gt_paths[0].parent}: ground-truth files hold no foreground labels; "
                         "pass class_values")
     return {f"class_{v}": v for v in sorted(values)}
+
+
+def check_label_values(volume, allowed: set[int]) -> None:
+    """A label value outside the label definition would be silently left out of every metric.
+
+    Raises:
+        DataError: naming the file and the unknown values.
+    """
+    unknown = sorted(set(np.unique(volume.data).tolist()) - allowed)
+    if unknown:
+        raise DataError(f"{volume.path}: label values {unknown} are not in the label definition "
+                        f"(values {sorted(allowed)}); pass --labels with every class")
 
 
 def _check_options(class_values: Mapping[str, int] | None, overlay_dir, image_dir,
@@ -175,8 +187,11 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
     classes = _check_options(class_values, overlay_dir, image_dir, num_overlay_slices,
                              hd95_convention)
     pairs = pair_predictions(gt_dir, pred_dir)
+    if out_dir is not None:  # before the metrics, the expensive part
+        check_writable(out_dir)
     if classes is None:
         classes = _classes_from_gt([gt for _, _, gt in pairs])
+    allowed = {BACKGROUND_VALUE, *classes.values()}
     images = _case_images(Path(image_dir), [c for c, _, _ in pairs]) if image_dir else {}
     foreground = [n for n, v in classes.items() if v != BACKGROUND_VALUE]
 
@@ -187,6 +202,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
     for case, pred_path, gt_path in pairs:
         gt = load_volume(gt_path, kind="label")
         pred = load_volume(pred_path, kind="label")
+        for volume in (gt, pred):
+            check_label_values(volume, allowed)
         if not check_same_geometry(gt, pred, strict_affine=False):
             geometry_warnings.append(case)
         cases[case] = case_metrics(pred.data, gt.data, classes, gt.spacing, case_id=case,

@@ -11,6 +11,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medcl.data.slice_cache import SLICE_CACHES
 from medcl.errors import ConfigError
 from medcl.method.clustering import (
     CLUSTERINGS,
@@ -84,6 +85,10 @@ class TrainConfig:
                                      "(default: off for the paper's presets; detected from the "
                                      "training images for --method recommended)")
     crop_size: int = _opt(192, "square training crop size in pixels")
+    slice_cache: str = _opt("memory", "where the preprocessed training slices live: memory, or "
+                            "disk (written to RUN/slices, memory-mapped, removed after training: "
+                            "for training sets larger than the memory, e.g. abdominal CT)",
+                            choices=SLICE_CACHES)
     class_balance: float = _opt(0.0, "share of the labelled training draws that pick a "
                                 "foreground class uniformly and crop around one of its pixels "
                                 "(for many classes of very different sizes, e.g. 0.5 for "
@@ -187,8 +192,11 @@ class TrainConfig:
     compile: bool = _opt(False, "torch.compile the network's training forward (inductor; the "
                          "first steps compile); falls back to eager with a warning")
     sync_bn: bool = _opt(False, "synchronise batch-norm statistics across torchrun processes")
+    checkpoint_minutes: float = _opt(5.0, "minutes between time-based saves of last.pt, "
+                                     "independent of validation (0: only at validation)")
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} is not valid; choose from {', '.join(METHODS)}")
         for name, value in METHOD_PRESETS[self.method].items():
@@ -227,6 +235,16 @@ class TrainConfig:
             raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
         if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
             raise ConfigError("sam_prompt_tokens must be >= 1 and sam_cache_size >= 0")
+        at_least = {"num_threads": 1, "head_grid": 1, "head_hidden": 1, "code_dim": 1,
+                    "num_prototypes": 1, "num_scribbled": 1}
+        for name, low in at_least.items():
+            if getattr(self, name) is not None and getattr(self, name) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.target_spacing is not None and not self.target_spacing > 0:
+            raise ConfigError(f"target_spacing must be > 0 mm, got {self.target_spacing}")
+        if self.temperature <= 0 or self.checkpoint_minutes < 0:
+            raise ConfigError(f"temperature must be > 0 and checkpoint_minutes >= 0, got "
+                              f"{self.temperature}, {self.checkpoint_minutes}")
         if self.num_scribbled is not None and self.scribbled_cases:
             raise ConfigError("give num_scribbled or scribbled_cases, not both")
 
@@ -235,6 +253,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "configuration") -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object of options, got "
+                              f"{type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -251,6 +272,35 @@ class TrainConfig:
         if isinstance(data, dict):
             data.pop(RESOLVED_KEY, None)
         return cls.from_dict(data, source=str(path))
+
+
+def _type_ok(value, base: type) -> bool:
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, base)
+
+
+def check_field_types(cfg: TrainConfig) -> None:
+    """Every field holds its declared type (a JSON file can hold anything); ints become floats
+    where a float is declared.
+
+    Raises:
+        ConfigError: naming the field, the value and the expected type.
+    """
+    for f in dataclasses.fields(cfg):
+        base, optional, is_list = field_type(f)
+        value = getattr(cfg, f.name)
+        if value is None and optional:
+            continue
+        items = value if is_list and isinstance(value, list) else [value]
+        if (is_list and not isinstance(value, list)) or not all(_type_ok(v, base) for v in items):
+            expected = f"a list of {base.__name__}" if is_list else base.__name__
+            raise ConfigError(f"{f.name}={value!r} is not valid; expected {expected}"
+                              + (" or null" if optional else ""))
+        if base is float and not is_list:
+            setattr(cfg, f.name, float(value))
 
 
 def field_type(f: dataclasses.Field) -> tuple[type, bool, bool]:
