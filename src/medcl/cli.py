@@ -169,6 +169,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scribble(args: argparse.Namespace) -> int:
+    from medcl.data.labels import LabelSpec
+    from medcl.data.scribble_files import named_options, scribble_folder
+
+    spec = LabelSpec.from_file(args.labels)
+    overrides = {k: getattr(args, k) for k in ("slice_fraction", "stroke_width_mm", "extent",
+                                               "background_width_mm", "background")
+                 if hasattr(args, k)}
+    options = named_options(spec, classes=args.classes, as_background=args.as_background,
+                            **overrides)
+    written = scribble_folder(args.input, args.output, spec, options=options, seed=args.seed,
+                              overwrite=args.overwrite)
+    print(f"wrote {len(written)} scribble files to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="medcl", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"medcl {__version__}")
@@ -218,6 +234,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("scribble", help="simulate scribbles from dense label maps")
+    p.add_argument("input", help="folder of dense label maps")
+    p.add_argument("output", help="folder for the scribble maps (same file names)")
+    p.add_argument("--labels", required=True,
+                   help="label definition JSON with an 'ignore' value (unlabelled voxels)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="foreground classes that get strokes (default: all)")
+    p.add_argument("--as-background", nargs="+", default=(), metavar="NAME",
+                   help="classes drawn over as background, with no strokes of their own")
+    p.add_argument("--slice-fraction", type=float, default=argparse.SUPPRESS,
+                   help="share of the labelled slices that get scribbles (default: 1)")
+    p.add_argument("--stroke-width-mm", type=float, default=argparse.SUPPRESS,
+                   help="width of foreground strokes in mm (default: 0.5, i.e. one voxel)")
+    p.add_argument("--extent", type=float, default=argparse.SUPPRESS,
+                   help="share of a structure's medial line, outline or chord a stroke covers "
+                        "(default: 0.9)")
+    p.add_argument("--background-width-mm", type=float, default=argparse.SUPPRESS,
+                   help="width of background strokes in mm (default: 2.5)")
+    p.add_argument("--no-background", dest="background", action="store_false",
+                   default=argparse.SUPPRESS, help="no background strokes")
+    p.add_argument("--overwrite", action="store_true", help="replace existing scribble files")
+    p.set_defaults(func=cmd_scribble)
     return parser
 
 
