@@ -123,16 +123,11 @@ def _widen(centre: np.ndarray, width_mm: float, spacing: tuple[float, float]) ->
     return ndimage.distance_transform_edt(~centre, sampling=spacing) <= width_mm / 2
 
 
-def _walk(path: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
-    """The first ``target`` pixels of a breadth-first walk (8-connected) through ``path`` from a
-    random pixel of its largest connected piece: a contiguous piece of a line or contour."""
-    pieces, count = ndimage.label(path, structure=EIGHT_NEIGHBOURS)
-    if count == 0:
-        return path
-    largest = 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
-    path = pieces == largest
+def breadth_first_piece(path: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
+    """The first ``target`` pixels of a breadth-first walk (8-connected) through the 2D mask
+    ``path`` from a random pixel of it: a contiguous piece of a line or contour (all of
+    ``path`` when it has at most ``target`` pixels)."""
     coords = np.argwhere(path)
-    out = np.zeros_like(path)
     if len(coords) <= target:
         return path
     index = np.full(path.shape, -1, dtype=np.int64)
@@ -148,9 +143,19 @@ def _walk(path: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray
     graph = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(coords),) * 2)
     order = csgraph.breadth_first_order(graph.tocsr(), int(rng.integers(len(coords))),
                                         directed=False, return_predecessors=False)
+    out = np.zeros_like(path)
     picked = coords[order[:target]]
     out[picked[:, 0], picked[:, 1]] = True
     return out
+
+
+def _walk(path: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
+    """:func:`breadth_first_piece` of the largest connected piece of ``path``."""
+    pieces, count = ndimage.label(path, structure=EIGHT_NEIGHBOURS)
+    if count == 0:
+        return path
+    largest = 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
+    return breadth_first_piece(pieces == largest, target, rng)
 
 
 def _ridge(dist: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
