@@ -71,21 +71,37 @@ def test_disk_gets_one_chord_covering_extent():
 
 
 def test_disk_outline_lies_at_its_depth():
-    # two lines off -> outline only; 2 mm deep in a r=10 disk means radius 8 (+- a pixel).
-    s = _draw(disk(), num_classes=2, outline_depth_mm=2.0, extent=1.0, **ONE_PIXEL)
-    radii = _radius()[s[..., 0] == 1]
-    lines = (np.abs(radii - 8.0) > 1.0).sum()
-    assert lines <= 2 * 21                    # the two chords; the rest is the outline
-    assert _angles_covered((s[..., 0] == 1) & (np.abs(_radius() - 8.0) <= 1.0)) > 0.95
+    # R = 10 mm >= outline_min_depth_mm: an outline 2 mm deep (radius 8, circumference ~50 px)
+    # besides the two chords, which cross the radius 7-9 band at 4 places (a few pixels each)
+    band = np.abs(_radius() - 8.0) <= 1.0
+    s = _draw(disk(), num_classes=2, outline_depth_mm=2.0, outline_min_depth_mm=8.0, extent=1.0,
+              **ONE_PIXEL)[..., 0] == 1
+    assert _angles_covered(s & band) > 0.95 and (s & band).sum() >= 45
+    # a shallower structure than outline_min_depth_mm: its chords only
+    chords = _draw(disk(), num_classes=2, outline_min_depth_mm=11.0, extent=1.0,
+                   **ONE_PIXEL)[..., 0] == 1
+    assert 4 <= (chords & band).sum() <= 20
 
 
 def test_ring_stroke_follows_its_midline_and_extent():
     # the ring is thin (area / (2R)^2 ~ 10): one stroke along radius 15
-    full = _draw(ring(), extent=1.0, classes=(1,), **ONE_PIXEL)[..., 0] == 1
+    options = dict(classes=(1,), medial_depth_share=1.0, **ONE_PIXEL)
+    full = _draw(ring(), extent=1.0, **options)[..., 0] == 1
     assert np.abs(_radius()[full] - 15.0).max() <= 1.5
     assert _angles_covered(full) > 0.95
-    half = _draw(ring(), extent=0.5, classes=(1,), **ONE_PIXEL)[..., 0] == 1
+    half = _draw(ring(), extent=0.5, **options)[..., 0] == 1
     assert 0.4 <= _angles_covered(half) <= 0.65
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_medial_depth_share_puts_the_stroke_on_one_side(seed):
+    # depth 3 at the midline; share 0.5 -> 1.5 px inside: radius 13.5 (inner side) or 16.5
+    stroke = _draw(ring(), classes=(1,), medial_depth_share=0.5, extent=1.0, seed=seed,
+                   **ONE_PIXEL)[..., 0] == 1
+    radii = _radius()[stroke]
+    inner, outer = np.abs(radii - 13.5) <= 1.0, np.abs(radii - 16.5) <= 1.0
+    assert inner.all() or outer.all()
+    assert _angles_covered(stroke) > 0.95
 
 
 def test_stroke_width_widens_within_the_structure():

@@ -5,12 +5,14 @@ structure, thin strokes well inside the structure, and wide background strokes a
 foreground. The stroke shape follows the structure's shape:
 
 * **compact** structures (a blood pool: area / (2 R)^2 <= ``thin_ratio``, with R the largest
-  distance from a point inside to the boundary) get an outline ``outline_depth_mm`` inside
-  their boundary and ``blob_lines`` straight strokes through their deepest point at evenly
-  spread random angles, each covering ``extent`` of its contour or chord;
+  distance from a point inside to the boundary) get, when R >= ``outline_min_depth_mm``, an
+  outline ``outline_depth_mm`` inside their boundary, and ``blob_lines`` straight strokes
+  through their deepest point at evenly spread random angles, each covering ``extent`` of its
+  contour or chord;
 * **thin** structures (a myocardial ring, a vessel, an elongated lesion) get one stroke along
-  their medial line (the ridge of the distance to the boundary), a contiguous piece covering
-  ``extent`` of the ridge, so a ring gets an arc that closes when ``extent`` is 1;
+  their medial line (the ridge of the distance to the boundary), or beside it at
+  ``medial_depth_share`` of its depth, a contiguous piece covering ``extent`` of that line, so
+  a ring gets an arc that closes when ``extent`` is 1;
 * the **background** gets ``background_strokes`` strokes that follow the outline of the
   foreground union at random distances in ``background_distance_mm``, each a contiguous piece
   covering ``background_extent`` of that contour (slices without foreground: lines through
@@ -60,9 +62,13 @@ class ScribbleOptions:
         margin_mm: strokes of compact structures keep this far from the structure boundary.
         outline_depth_mm: compact structures also get an outline this deep inside their
             boundary (at most half their depth), covering ``extent`` of it; 0: none.
+        outline_min_depth_mm: only compact structures at least this deep (R) get an outline
+            (a blood pool does; a small lesion gets its lines only).
         blob_lines: straight strokes through a compact structure.
         thin_ratio: area / (2 R)^2 above which a structure is thin (a disk: pi/4, a ring of
             radius r and thickness t: 2 pi r / t).
+        medial_depth_share: strokes of thin structures run where the distance to the boundary
+            is this share of the medial line's (1: on the medial line itself).
         min_component_mm2: extra connected pieces of a class smaller than this get no stroke
             (the largest piece always gets one).
         background: draw background strokes.
@@ -80,24 +86,26 @@ class ScribbleOptions:
     as_background: tuple[int, ...] = ()
     margin_mm: float = 1.0
     outline_depth_mm: float = 2.0
+    outline_min_depth_mm: float = 8.0
     blob_lines: int = 2
     thin_ratio: float = 3.0
+    medial_depth_share: float = 0.7
     min_component_mm2: float = 10.0
     background: bool = True
-    background_strokes: int = 3
-    background_width_mm: float = 2.5
-    background_distance_mm: tuple[float, float] = (0.5, 8.0)
+    background_strokes: int = 4
+    background_width_mm: float = 2.0
+    background_distance_mm: tuple[float, float] = (0.5, 9.0)
     background_extent: float = 0.85
 
     def __post_init__(self) -> None:
-        for name in ("slice_fraction", "extent", "background_extent"):
+        for name in ("slice_fraction", "extent", "medial_depth_share", "background_extent"):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {value}")
         for name in ("stroke_width_mm", "background_width_mm", "thin_ratio"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("margin_mm", "outline_depth_mm", "min_component_mm2"):
+        for name in ("margin_mm", "outline_depth_mm", "outline_min_depth_mm", "min_component_mm2"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.blob_lines < 1 or self.background_strokes < 0:
@@ -169,9 +177,35 @@ def _ridge(dist: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
         ahead = padded[1 + di:1 + di + h, 1 + dj:1 + dj + w]
         behind = padded[1 - di:1 - di + h, 1 - dj:1 - dj + w]
         ridge |= (dist >= ahead) & (dist >= behind) & ((dist > ahead) | (dist > behind))
+    return ridge & (dist > 0) & (dist >= RIDGE_DEPTH_SHARE * _local_depth(dist, spacing))
+
+
+def _local_depth(dist: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """Largest distance to the boundary within the region's depth of each pixel: the depth of
+    the nearby medial line."""
     reach = 2 * math.ceil(float(dist.max()) / min(spacing)) + 1
-    local_depth = ndimage.maximum_filter(dist, size=reach)
-    return ridge & (dist > 0) & (dist >= RIDGE_DEPTH_SHARE * local_depth)
+    return ndimage.maximum_filter(dist, size=reach)
+
+
+def _medial_path(mask: np.ndarray, dist: np.ndarray, spacing: tuple[float, float], share: float,
+                 rng: np.random.Generator) -> np.ndarray:
+    """The medial line (``share`` 1), or the line at ``share`` of the local medial depth on one
+    side of it: the side that faces one piece of the outside (a ring's hole or its exterior),
+    picked at random."""
+    if share >= 1:
+        return _ridge(dist, spacing)
+    level = share * _local_depth(dist, spacing)
+    line = (np.abs(dist - level) <= OUTLINE_HALF_WIDTH_PX * max(spacing)) & mask
+    if not line.any():
+        return _ridge(dist, spacing)
+    padded = np.pad(mask, 1)
+    outside, _ = ndimage.label(~padded, structure=EIGHT_NEIGHBOURS)
+    nearest = ndimage.distance_transform_edt(padded, sampling=spacing, return_distances=False,
+                                             return_indices=True)
+    side = outside[nearest[0], nearest[1]][1:-1, 1:-1]
+    candidates = np.argwhere(line)
+    pick = candidates[rng.integers(len(candidates))]
+    return line & (side == side[tuple(pick)])
 
 
 def _chord(dist: np.ndarray, centre: np.ndarray, angle: float, floor: float, extent: float,
@@ -206,10 +240,10 @@ def _structure_stroke(mask: np.ndarray, spacing: tuple[float, float], opts: Scri
     depth = float(dist.max())
     area = float(mask.sum()) * spacing[0] * spacing[1]
     if area / (2 * depth) ** 2 > opts.thin_ratio:
-        ridge = _ridge(dist, spacing)
-        return _walk(ridge, max(1, math.ceil(opts.extent * _largest_size(ridge))), rng)
+        path = _medial_path(mask, dist, spacing, opts.medial_depth_share, rng)
+        return _walk(path, max(1, math.ceil(opts.extent * _largest_size(path))), rng)
     out = _lines(dist, spacing, opts, rng)
-    if opts.outline_depth_mm > 0:
+    if opts.outline_depth_mm > 0 and depth >= opts.outline_min_depth_mm:
         level = min(opts.outline_depth_mm, depth / 2)
         outline = np.abs(dist - level) <= OUTLINE_HALF_WIDTH_PX * max(spacing)
         out |= _walk(outline, max(1, math.ceil(opts.extent * _largest_size(outline))), rng)
