@@ -214,6 +214,16 @@ def test_cli_writes_scribbles_with_the_input_geometry(dense_folder, tmp_path):
         assert (np.asanyarray(src.dataobj)[stroke] == 100).all()
 
 
+def test_cli_options_reach_the_simulator(dense_folder, tmp_path):
+    folder, labels = dense_folder
+    out = tmp_path / "scribbles"
+    assert main(["scribble", str(folder), str(out), "--labels", str(labels), "--slice-fraction",
+                 "0.5", "--no-background", "--as-background", "LV"]) == 0
+    values = np.asanyarray(nib.load(str(out / "a.nii.gz")).dataobj)
+    assert ((values != 7).any(axis=(0, 1))).sum() == 1          # one of the two slices
+    assert set(np.unique(values)) == {100, 7}                    # no background, no LV strokes
+
+
 def test_cli_never_overwrites_without_the_flag(dense_folder, tmp_path, capsys):
     folder, labels = dense_folder
     out = tmp_path / "scribbles"
@@ -236,3 +246,14 @@ def test_cli_needs_an_ignore_value_and_another_folder(dense_folder, tmp_path, ca
     _, labels = dense_folder
     assert main(["scribble", str(folder), str(folder), "--labels", str(labels)]) == 2
     assert "must differ from the input folder" in capsys.readouterr().err
+
+
+def test_cli_bad_option_is_a_one_line_error(dense_folder, tmp_path, capsys):
+    folder, labels = dense_folder
+    assert main(["scribble", str(folder), str(tmp_path / "o"), "--labels", str(labels),
+                 "--background-distance-mm", "5", "2"]) == 2
+    assert "background_distance_mm must be (low, high)" in capsys.readouterr().err
+    assert main(["scribble", str(folder), str(tmp_path / "o"), "--labels", str(labels),
+                 "--classes", "RV"]) == 2
+    assert "unknown classes ['RV']" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

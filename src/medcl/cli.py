@@ -174,9 +174,10 @@ def cmd_scribble(args: argparse.Namespace) -> int:
     from medcl.data.scribble_files import named_options, scribble_folder
 
     spec = LabelSpec.from_file(args.labels)
-    overrides = {k: getattr(args, k) for k in ("slice_fraction", "stroke_width_mm", "extent",
-                                               "background_width_mm", "background")
-                 if hasattr(args, k)}
+    names = ("slice_fraction", "stroke_width_mm", "extent", "background_width_mm",
+             "background_strokes", "background_distance_mm", "background")
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()
+                 if k in names}
     options = named_options(spec, classes=args.classes, as_background=args.as_background,
                             **overrides)
     written = scribble_folder(args.input, args.output, spec, options=options, seed=args.seed,
@@ -253,7 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of a structure's medial line, outline or chord a stroke covers "
                         "(default: 0.9)")
     p.add_argument("--background-width-mm", type=float, default=argparse.SUPPRESS,
-                   help="width of background strokes in mm (default: 2.5)")
+                   help="width of background strokes in mm (default: 2)")
+    p.add_argument("--background-strokes", type=int, default=argparse.SUPPRESS,
+                   help="background strokes per slice (default: 4)")
+    p.add_argument("--background-distance-mm", type=float, nargs=2, default=argparse.SUPPRESS,
+                   metavar=("LOW", "HIGH"),
+                   help="range of distances of background strokes from the foreground "
+                        "(default: 0.5 9)")
     p.add_argument("--no-background", dest="background", action="store_false",
                    default=argparse.SUPPRESS, help="no background strokes")
     p.add_argument("--overwrite", action="store_true", help="replace existing scribble files")
