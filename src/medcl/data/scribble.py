@@ -157,13 +157,16 @@ def breadth_first_piece(path: np.ndarray, target: int, rng: np.random.Generator)
     return out
 
 
-def _walk(path: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
-    """:func:`breadth_first_piece` of the largest connected piece of ``path``."""
+def _walk(path: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """A contiguous piece covering ``share`` of the largest connected piece of ``path``
+    (:func:`breadth_first_piece`)."""
     pieces, count = ndimage.label(path, structure=EIGHT_NEIGHBOURS)
     if count == 0:
         return path
-    largest = 1 + int(np.argmax(np.bincount(pieces.ravel())[1:]))
-    return breadth_first_piece(pieces == largest, target, rng)
+    sizes = np.bincount(pieces.ravel())[1:]
+    largest = int(np.argmax(sizes))
+    return breadth_first_piece(pieces == largest + 1, max(1, math.ceil(share * sizes[largest])),
+                               rng)
 
 
 def _ridge(dist: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
@@ -241,12 +244,12 @@ def _structure_stroke(mask: np.ndarray, spacing: tuple[float, float], opts: Scri
     area = float(mask.sum()) * spacing[0] * spacing[1]
     if area / (2 * depth) ** 2 > opts.thin_ratio:
         path = _medial_path(mask, dist, spacing, opts.medial_depth_share, rng)
-        return _walk(path, max(1, math.ceil(opts.extent * _largest_size(path))), rng)
+        return _walk(path, opts.extent, rng)
     out = _lines(dist, spacing, opts, rng)
     if opts.outline_depth_mm > 0 and depth >= opts.outline_min_depth_mm:
         level = min(opts.outline_depth_mm, depth / 2)
         outline = np.abs(dist - level) <= OUTLINE_HALF_WIDTH_PX * max(spacing)
-        out |= _walk(outline, max(1, math.ceil(opts.extent * _largest_size(outline))), rng)
+        out |= _walk(outline, opts.extent, rng)
     return out
 
 
@@ -262,11 +265,6 @@ def _lines(dist: np.ndarray, spacing: tuple[float, float], opts: ScribbleOptions
         out |= _chord(dist, centre, first + k * math.pi / opts.blob_lines, floor, opts.extent,
                       spacing)
     return out
-
-
-def _largest_size(mask: np.ndarray) -> int:
-    pieces, count = ndimage.label(mask, structure=EIGHT_NEIGHBOURS)
-    return int(np.bincount(pieces.ravel())[1:].max()) if count else 0
 
 
 def _class_strokes(mask: np.ndarray, spacing: tuple[float, float], opts: ScribbleOptions,
@@ -299,8 +297,8 @@ def _background_strokes(background: np.ndarray, foreground: np.ndarray,
     for _ in range(opts.background_strokes):
         level = rng.uniform(*opts.background_distance_mm) + opts.background_width_mm / 2
         contour = (np.abs(outside - level) <= band) & background
-        target = max(1, math.ceil(opts.background_extent * _largest_size(contour)))
-        out |= _widen(_walk(contour, target, rng), opts.background_width_mm, spacing)
+        out |= _widen(_walk(contour, opts.background_extent, rng), opts.background_width_mm,
+                      spacing)
     return out & background
 
 
