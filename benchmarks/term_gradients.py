@@ -88,7 +88,7 @@ def main() -> None:
                 targets[name] = flat_grad(log_probs[:, c][mask].mean(), params)
         model.train()
         terms = objective.terms(network, trainer.next_batch(), trainer.step_generator)
-        total = sum(objective.weight(n) * v for n, v in terms.items())
+        total = sum(objective.weights[n] * v for n, v in terms.items())
         for term, value in {**terms, "total (weighted)": total}.items():
             g = -flat_grad(value, params)
             row = sums.setdefault(term, {})

@@ -7,8 +7,9 @@ import torch
 from conftest import tiny_config
 
 from medcl.method.losses import DiceLoss, PartialCrossEntropy
-from medcl.method.objectives import MedCLObjective, SupervisedObjective
+from medcl.method.objectives import SupervisedObjective
 from medcl.models import build_model
+from medcl.training.components import build_objective
 
 TERMS = ("pce", "dice", "mix_pce", "mix_consistency", "existence", "global", "local")
 NUM_CLASSES, IGNORE = 4, 4
@@ -31,7 +32,7 @@ def _objective(term, weight):
     cfg = tiny_config("unused", method="medcl", head_grid=4, head_hidden=16, code_dim=8,
                       **weights)
     torch.manual_seed(0)
-    return MedCLObjective(cfg, num_classes=NUM_CLASSES, ignore_index=IGNORE)
+    return build_objective(cfg, num_classes=NUM_CLASSES, ignore_index=IGNORE)
 
 
 def _model():

@@ -1,13 +1,16 @@
 """The MedCL objective: every term reaches the network, presets, determinism, a short run."""
 
 import json
+import math
 
 import pytest
 import torch
 from conftest import tiny_config
 
-from medcl.method.objectives import MedCLObjective, build_objective
+from medcl.method.losses import existence_loss
+from medcl.method.objectives import slice_tags
 from medcl.models import build_model
+from medcl.training.components import build_objective
 from medcl.training.config import METHOD_PRESETS, TrainConfig
 from medcl.training.run import train
 
@@ -30,7 +33,7 @@ def test_every_term_sends_gradient_to_the_network(term):
     weights = {f"{t}_weight": (1.0 if t == term else 0.0) for t in TERMS}
     cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
                       **weights)
-    objective = MedCLObjective(cfg, num_classes=4, ignore_index=4)
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
     model = build_model("unet", in_channels=1, num_classes=4, widths=[4, 8])
     batch = _batch()
     if term == "existence":
@@ -90,7 +93,7 @@ def test_short_medcl_run_decreases_its_loss(tiny_dataset, tmp_path):
 def test_supervised_only_step_is_the_scribble_loss():
     cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
                       dice_weight=0.5)
-    objective = MedCLObjective(cfg, num_classes=4, ignore_index=4)
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
     objective.supervised_only = True
     reference = build_objective(TrainConfig(method="pce", dice_weight=0.5), num_classes=4,
                                 ignore_index=4)
@@ -111,3 +114,15 @@ def test_supervised_warmup_switches_medcl_terms_on(tiny_dataset, tmp_path):
     assert [("global" in r) for r in steps] == [False] * 6 + [True] * 6
     with pytest.raises(Exception, match="supervised_warmup"):
         TrainConfig(method="medcl", supervised_warmup=1.0)
+
+
+def test_slice_without_annotation_gets_no_existence_loss():
+    """Tags: slice 0 annotated with class 2, slice 1 with nothing. Slice 0 gets background added;
+    slice 1 keeps no tag, so the existence loss is that of slice 0 alone."""
+    tags = torch.tensor([[False, False, True], [False, False, False]])
+    assert slice_tags(tags).tolist() == [[True, False, True], [False, False, False]]
+    probs = torch.tensor([0.2, 0.3, 0.5]).view(1, 3, 1, 1).expand(2, 3, 2, 2).clone()
+    probs[1] = torch.tensor([0.0, 1.0, 0.0]).view(3, 1, 1)  # all mass on an untagged class
+    # slice 0: -log(P_bg + P_2) = -log(0.7); slice 1 would give -log(eps) if it were counted
+    loss = existence_loss(probs, slice_tags(tags))
+    assert loss.item() == pytest.approx(-math.log(0.7), rel=1e-6)

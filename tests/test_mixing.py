@@ -3,13 +3,12 @@ import math
 import pytest
 import torch
 
+from medcl.data.warp import rotation_matrices, warp
 from medcl.errors import ConfigError
 from medcl.method.mixing import (
     InterImageMix,
     IntraImageMix,
     box_masks,
-    rotate,
-    rotation_matrices,
     sample_beta,
 )
 
@@ -29,7 +28,7 @@ def test_beta_samples_match_the_arcsine_moments():
 def test_rotation_by_quarter_turn_moves_pixels_like_rot90():
     x = torch.arange(16.0).view(1, 1, 4, 4)
     theta = rotation_matrices(torch.tensor([math.pi / 2]), 4, 4)
-    out = rotate(x, theta, mode="nearest")
+    out = warp(x, theta, mode="nearest")
     assert torch.equal(out, torch.rot90(x, k=1, dims=(2, 3))) or torch.equal(
         out, torch.rot90(x, k=-1, dims=(2, 3)))
 

@@ -1,7 +1,6 @@
 """Checks on the real MSCMRseg release (skipped where it is absent; see conftest.mscmr_root)."""
 
 import numpy as np
-import pytest
 from conftest import REPO, tiny_config
 
 from medcl.data.datasets import discover

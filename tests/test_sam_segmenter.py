@@ -9,9 +9,9 @@ from conftest import tiny_config
 from medcl.errors import ConfigError
 from medcl.inference.predictor import Predictor
 from medcl.method.mixing import IntraImageMix
-from medcl.method.objectives import MedCLObjective
 from medcl.models import build_model
 from medcl.models.sam.segmenter import EmbeddingCache
+from medcl.training.components import build_objective
 from medcl.training.config import TrainConfig
 from medcl.training.run import train
 
@@ -126,8 +126,8 @@ def test_prompt_consistency_terms_reach_the_prompts():
                           "local")}, prompt_consistency_weight=1.0)
     model = build_model("sam_tiny", in_channels=1, num_classes=4, checkpoint=None,
                         union_prompt=True)
-    objective = MedCLObjective(cfg, num_classes=4, ignore_index=4)
-    assert objective.feature_mix and objective.use_union
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
+    assert objective.mix_space == "embedding" and objective.use_union
     labels = torch.full((2, 64, 64), 4)
     labels[:, 20:30, 20:30] = 1
     labels[:, :4] = 0
@@ -144,7 +144,7 @@ def test_prompt_consistency_terms_reach_the_prompts():
 def test_embedding_mix_needs_a_sam_model():
     cfg = TrainConfig(data="x", method="medcl", mix_space="embedding")
     with pytest.raises(ConfigError, match="SAM model"):
-        MedCLObjective(cfg, num_classes=4, ignore_index=4)
+        build_objective(cfg, num_classes=4, ignore_index=4)
 
 
 @pytest.mark.parametrize("method,encoder", [("pce", "frozen"), ("medcl", "frozen"),

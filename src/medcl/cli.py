@@ -16,6 +16,7 @@ from typing import Sequence
 from medcl import __version__
 from medcl.errors import MedclError
 from medcl.runtime import distributed
+from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.config import TrainConfig, field_type
 
 log = logging.getLogger("medcl")
@@ -210,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--largest-component", action="store_true",
                    help="keep the largest 3D connected component of each class")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
-    p.add_argument("--precision", choices=("fp32", "bf16"),
-                   help="network precision (default: the run's training precision)")
+    p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
+                   help="network precision; auto: bf16 where this machine runs it natively, "
+                   "else fp32")
     p.add_argument("--overlays", type=int, default=0, metavar="N",
                    help="write N overlay PNGs per case into OUTPUT/overlays")
     p.add_argument("--overwrite", action="store_true", help="replace existing predictions")

@@ -23,6 +23,8 @@ import numpy as np
 from medcl.errors import ConfigError, DataError
 
 IGNORE_NAME = "ignore"
+#: class index of the background (the first class of every label definition)
+BACKGROUND = 0
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medcl.data.warp import ALIGN_CORNERS, pixel_to_grid, sampling_grid
 from medcl.errors import ConfigError
 
 PADDING_MODES = ("zeros", "border", "reflection")
-ALIGN_CORNERS = False
 QUARTER_TURNS = 4
 # columns of the per-sample uniform draws, always all drawn so the generator advances the same
 # amount whatever the options
@@ -80,7 +80,7 @@ def apply_affine(image: Tensor, labels: Tensor | None, theta: Tensor, *, ignore_
     if tuple(theta.shape) != (batch, 2, 3):
         raise ValueError(f"expected theta ({batch}, 2, 3), got {tuple(theta.shape)}")
     theta = theta.to(device=image.device, dtype=image.dtype)
-    grid = F.affine_grid(theta, list(image.shape), align_corners=ALIGN_CORNERS)
+    grid = sampling_grid(theta, image.shape)
     out_image = F.grid_sample(image, grid, mode="bilinear", padding_mode=image_padding,
                               align_corners=ALIGN_CORNERS)
     if labels is None:
@@ -182,9 +182,7 @@ class RandomAffine2D:
                               torch.stack([sin * flip_x, cos * flip_y], -1)], -2)
         linear = linear / magnification.view(-1, 1, 1)
 
-        # to normalised coordinates: theta = D^-1 A D with D = diag(W/2, H/2)
-        half = torch.tensor([width / 2, height / 2], dtype=torch.float64)
-        linear = linear * (half.view(1, 1, 2) / half.view(1, 2, 1))
+        linear = pixel_to_grid(linear, height, width)
         shift = 2 * self.translate * (2 * draws[:, [_SHIFT_X, _SHIFT_Y]] - 1)
         theta = torch.cat([linear, shift.unsqueeze(-1)], dim=-1)
         return theta.to(torch.float32)

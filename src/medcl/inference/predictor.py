@@ -31,7 +31,7 @@ from medcl.inference.postprocessing import keep_largest_component
 from medcl.models import build_model
 from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
 from medcl.runtime.device import resolve_device
-from medcl.runtime.precision import FastForward
+from medcl.runtime.precision import FastForward, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class Predictor:
                  device: str = "auto", precision: str | None = None, **kwargs) -> "Predictor":
         """Load a predictor from a run folder (``best`` falls back to ``last`` if absent).
 
-        ``precision`` defaults to the run's training precision.
+        ``precision``: ``auto`` (default: bf16 where this machine runs it natively, else fp32),
+        ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
         """
         path = checkpoint_path(run_dir, checkpoint)
         if checkpoint == "best" and not path.is_file():
@@ -84,14 +85,16 @@ class Predictor:
         model = build_model(**kwargs_model)
         model.load_state_dict(state["model"])
         cfg = state["config"]
-        model = FastForward(model, precision=precision or cfg.get("precision", "fp32"),
-                            channels_last=cfg.get("channels_last", False))
+        torch_device = resolve_device(device)
+        chosen, reason = resolve_precision(precision or "auto", torch_device)
+        log.info("inference precision %s (%s)", chosen, reason)
+        model = FastForward(model, precision=chosen, channels_last=cfg.get("channels_last", False))
         preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
                                       normalization=cfg["normalization"],
                                       nonzero_mask=cfg.get("nonzero_mask", False))
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
         log.info("loaded %s (step %d)", path, state.get("step", -1))
-        return cls(model, spec, preprocess, device=resolve_device(device), **kwargs)
+        return cls(model, spec, preprocess, device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(self.model(batch), dim=1)

@@ -30,9 +30,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
+from medcl.runtime.distributed import gather_with_grad
 
 HEAD_FORMS = ("pooled", "full")
 CLUSTERINGS = ("contrastive", "prototype")
+#: projection-head defaults (the training configuration's defaults are these)
+CODE_DIM = 128
+HEAD_FORM = "pooled"
+HEAD_GRID = 16
+HEAD_HIDDEN = 512
+NUM_PROTOTYPES = 128
+TEMPERATURE = 0.5
 
 
 def anatomy_maps(probs: Tensor) -> Tensor:
@@ -54,8 +62,8 @@ class AnatomyProjector(nn.Module):
     ``forward(maps (B, M, H, W) probabilities) -> codes (B, M, D)``.
     """
 
-    def __init__(self, *, code_dim: int = 128, form: str = "pooled", grid: int = 16,
-                 hidden: int = 512, input_size: tuple[int, int] | None = None) -> None:
+    def __init__(self, *, code_dim: int = CODE_DIM, form: str = HEAD_FORM, grid: int = HEAD_GRID,
+                 hidden: int = HEAD_HIDDEN, input_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         if form not in HEAD_FORMS:
             raise ConfigError(f"unknown head form {form!r}; valid: {', '.join(HEAD_FORMS)}")
@@ -102,7 +110,7 @@ def global_cluster_loss(codes: Tensor) -> Tensor:
     return -torch.log((compact + consistency) / (compact + consistency + separation)).mean()
 
 
-def nt_xent(z1: Tensor, z2: Tensor, *, temperature: float = 0.5) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, *, temperature: float = TEMPERATURE) -> Tensor:
     """NT-Xent between two views: ``z1[k]`` and ``z2[k]`` are positives, ``(B, F)`` each."""
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ValueError(f"expected two (B, F) tensors, got {tuple(z1.shape)}, {tuple(z2.shape)}")
@@ -138,7 +146,7 @@ class PrototypeClustering(nn.Module):
     ``forward(codes1 (B, K+1, D), codes2 (B, K+1, D)) -> scalar``.
     """
 
-    def __init__(self, *, code_dim: int = 128, num_prototypes: int = 128,
+    def __init__(self, *, code_dim: int = CODE_DIM, num_prototypes: int = NUM_PROTOTYPES,
                  temperature: float = 0.1, eps: float = 0.05, iterations: int = 3) -> None:
         super().__init__()
         if num_prototypes < 2 or temperature <= 0 or eps <= 0 or iterations < 1:
@@ -159,3 +167,51 @@ class PrototypeClustering(nn.Module):
         consistency = sum(1 - F.cosine_similarity(c[:, -1], c[:, 1:-1].sum(1), dim=-1).mean()
                           for c in (codes1, codes2))
         return swapped / 2 + consistency / 2
+
+
+class AnatomyClustering(nn.Module):
+    """MedCL's anatomy-distribution clustering of two views' predictions.
+
+    The anatomy maps of the ``2B`` views (views ``k`` and ``k + B`` come from source image ``k``)
+    go through two projection heads: the *anatomy* codes ``(2B, K+1, D)`` give the global
+    (batch) loss, the *individual* codes the local loss between the two views of each image.
+
+    Args:
+        clustering: ``"contrastive"`` (global centres + NT-Xent, the authors' code) or
+            ``"prototype"`` (Sinkhorn prototypes for the global term, the paper's text).
+        code_dim, head, head_grid, head_hidden: projection heads (:class:`AnatomyProjector`).
+        input_size: ``(H, W)`` of the maps, needed by the ``"full"`` head.
+        temperature: NT-Xent temperature of the local term.
+        num_prototypes: prototypes of the ``"prototype"`` form.
+
+    ``forward(probs (2B, K, H, W) probabilities) -> {"global": scalar, "local": scalar}``.
+    """
+
+    def __init__(self, *, clustering: str = "contrastive", code_dim: int = CODE_DIM,
+                 head: str = HEAD_FORM, head_grid: int = HEAD_GRID, head_hidden: int = HEAD_HIDDEN,
+                 input_size: tuple[int, int] | None = None, temperature: float = TEMPERATURE,
+                 num_prototypes: int = NUM_PROTOTYPES) -> None:
+        super().__init__()
+        if clustering not in CLUSTERINGS:
+            raise ConfigError(f"unknown clustering {clustering!r}; valid: {', '.join(CLUSTERINGS)}")
+        heads = dict(code_dim=code_dim, form=head, grid=head_grid, hidden=head_hidden,
+                     input_size=input_size)
+        self.anatomy_head = AnatomyProjector(**heads)
+        self.individual_head = AnatomyProjector(**heads)
+        self.prototypes = (PrototypeClustering(code_dim=code_dim, num_prototypes=num_prototypes)
+                           if clustering == "prototype" else None)
+        self.temperature = temperature
+
+    def forward(self, probs: Tensor) -> dict[str, Tensor]:
+        if probs.dim() != 4 or probs.shape[0] % 2:
+            raise ValueError(f"expected probs (2B, K, H, W) of two views, got {tuple(probs.shape)}")
+        batch = probs.shape[0] // 2
+        maps = anatomy_maps(probs)
+        anatomy = self.anatomy_head(maps)
+        individual = self.individual_head(maps)
+        local = nt_xent(individual[:batch].flatten(1), individual[batch:].flatten(1),
+                        temperature=self.temperature)
+        if self.prototypes is not None:
+            return {"global": self.prototypes(anatomy[:batch], anatomy[batch:]), "local": local}
+        # the batch centres are computed over the global batch when training on several processes
+        return {"global": global_cluster_loss(gather_with_grad(anatomy)), "local": local}

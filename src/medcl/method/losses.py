@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medcl.data.labels import BACKGROUND
 from medcl.errors import ConfigError
 
 DEFAULT_SMOOTH = 1e-5
 MIN_TARGET_MASS = 1e-6  # denominator floor of soft pCE; the numerator is exactly 0 without targets
 CLASS_DIM = 1
-BACKGROUND = 0
 
 
 def check_labels(labels: Tensor, num_classes: int, ignore_index: int | None) -> None:
@@ -132,6 +132,12 @@ class DiceLoss(nn.Module):
                               smooth=self.smooth)
 
 
+def labelled_mask(targets: Tensor) -> Tensor:
+    """``(B, 1, H, W)`` float mask, 1 where the soft targets ``(B, K, H, W)`` carry any mass (a
+    scribbled pixel, or a mix that includes one), 0 at unlabelled pixels."""
+    return (targets.sum(CLASS_DIM, keepdim=True) > 0).to(targets.dtype)
+
+
 def soft_dice_loss(probs: Tensor, targets: Tensor, weight: Tensor | None = None, *,
                    include_background: bool = False, smooth: float = DEFAULT_SMOOTH) -> Tensor:
     """``1 - mean_k dice_k`` between probabilities and (soft) targets.
@@ -229,3 +235,46 @@ class SupervisedLoss(nn.Module):
         if self.dice_weight > 0:
             loss = loss + self.dice_weight * self.dice(logits, labels)
         return loss
+
+
+class ScribbleLoss(nn.Module):
+    """The scribble loss: ``pce_weight`` x partial CE + ``dice_weight`` x Dice, both over the
+    scribbled pixels only.
+
+    Two entry points for the two forms of supervision:
+
+    * ``forward(logits (B, K, H, W), labels (B, H, W) long)``: hard scribble maps with
+      ``ignore_index`` at unlabelled pixels (:class:`PartialCrossEntropy`, :class:`DiceLoss`);
+    * :meth:`soft` ``(logits, targets (B, K, H, W))``: soft targets, all-zero at unlabelled
+      pixels (rotated or mixed scribbles; :func:`soft_partial_ce`, :func:`soft_dice_loss`).
+
+    Both return the unweighted terms ``{"pce": scalar[, "dice": scalar]}`` ("dice" only when
+    ``dice_weight`` is non-zero); :meth:`weigh` sums them with the weights.
+    """
+
+    def __init__(self, *, ignore_index: int, pce_weight: float = 1.0,
+                 dice_weight: float = 0.0) -> None:
+        super().__init__()
+        if pce_weight < 0 or dice_weight < 0:
+            raise ConfigError(f"loss weights must be >= 0, got pce {pce_weight}, dice {dice_weight}")
+        self.weights = {"pce": float(pce_weight), "dice": float(dice_weight)}
+        self.pce = PartialCrossEntropy(ignore_index=ignore_index)
+        self.dice = DiceLoss(ignore_index=ignore_index)
+
+    def forward(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        terms = {"pce": self.pce(logits, labels)}
+        if self.weights["dice"]:
+            terms["dice"] = self.dice(logits, labels)
+        return terms
+
+    def soft(self, logits: Tensor, targets: Tensor, probs: Tensor | None = None
+             ) -> dict[str, Tensor]:
+        """The terms on soft targets; ``probs`` (the softmax of ``logits``) when already made."""
+        terms = {"pce": soft_partial_ce(logits, targets)}
+        if self.weights["dice"]:
+            probs = logits.softmax(CLASS_DIM) if probs is None else probs
+            terms["dice"] = soft_dice_loss(probs, targets, labelled_mask(targets))
+        return terms
+
+    def weigh(self, terms: dict[str, Tensor]) -> Tensor:
+        return sum(self.weights[name] * value for name, value in terms.items())

@@ -21,14 +21,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from medcl.data.warp import rotation_matrices, warp
 from medcl.errors import ConfigError
 
 BOX_POLICIES = ("roi", "random")
 PARTNERS = ("reverse", "shuffle")
-ALIGN_CORNERS = False
 
 
 def sample_beta(alpha: float, n: int, generator: torch.Generator) -> Tensor:
@@ -42,22 +41,6 @@ def sample_beta(alpha: float, n: int, generator: torch.Generator) -> Tensor:
         out[todo[ok]] = u[ok] / (u[ok] + v[ok])
         todo = todo[~ok]
     return out.float()
-
-
-def rotation_matrices(angles: Tensor, height: int, width: int) -> Tensor:
-    """``(N, 2, 3)`` ``affine_grid`` matrices rotating by ``angles`` (radians) about the centre,
-    in pixel units (no shear on non-square images)."""
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    aspect_xy, aspect_yx = height / width, width / height
-    row0 = torch.stack([cos, -sin * aspect_xy, torch.zeros_like(cos)], -1)
-    row1 = torch.stack([sin * aspect_yx, cos, torch.zeros_like(cos)], -1)
-    return torch.stack([row0, row1], 1)
-
-
-def rotate(x: Tensor, theta: Tensor, *, mode: str) -> Tensor:
-    """Warp ``x (N, C, H, W)`` with ``theta (N, 2, 3)``; outside pixels are 0."""
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=ALIGN_CORNERS)
-    return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=ALIGN_CORNERS)
 
 
 def box_masks(boxes: Tensor, height: int, width: int) -> Tensor:
@@ -168,10 +151,10 @@ class IntraImageMix:
         x, y = image[source.to(image.device)], targets[source.to(targets.device)]
         rot = [rotation_matrices(a, height, width) for a in angles]
         if not self.blend:
-            return MixedViews(image=rotate(x, rot[0], mode="bilinear"),
-                              targets=rotate(y, rot[0], mode="nearest"), source=source)
-        x_keep, x_other = rotate(x, rot[0], mode="bilinear"), rotate(x, rot[1], mode="bilinear")
-        y_keep, y_other = rotate(y, rot[0], mode="nearest"), rotate(y, rot[1], mode="nearest")
+            return MixedViews(image=warp(x, rot[0], mode="bilinear"),
+                              targets=warp(y, rot[0], mode="nearest"), source=source)
+        x_keep, x_other = warp(x, rot[0], mode="bilinear"), warp(x, rot[1], mode="bilinear")
+        y_keep, y_other = warp(y, rot[0], mode="nearest"), warp(y, rot[1], mode="nearest")
         boxes = self._roi_boxes(y_keep, fallback) if self.box == "roi" else fallback
         inside = box_masks(boxes.to(image.device), height, width)
         inside_x = inside

@@ -4,59 +4,60 @@ An objective is an ``nn.Module`` (it may own parameters, e.g. projection heads, 
 with the network) called as ``objective(model, batch, generator) -> (loss, terms)``, where
 ``batch`` holds ``image (B, C, H, W)``, ``labels (B, H, W)`` class indices with ``ignore_index``
 and ``tags (B, K)`` bool image-level class tags, and ``terms`` maps each logged loss term to a
-float.
+float. ``model`` follows the :class:`~medcl.models.segmenter.Segmenter` contract; an objective
+never asks which network it trains.
 
 * :class:`SupervisedObjective`: the pCE baseline (or dense CE for the upper bound).
 * :class:`MedCLObjective`: the MedCL method (Zhang & Patel, MIDL 2026); which terms are on follows
-  the loss weights, so the ablation rows are presets of one objective (``config.METHOD_PRESETS``).
+  :class:`LossWeights`, so the ablation rows are presets of one objective.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medcl.data.labels import BACKGROUND
 from medcl.errors import ConfigError
-from medcl.method.clustering import (
-    AnatomyProjector,
-    PrototypeClustering,
-    anatomy_maps,
-    global_cluster_loss,
-    nt_xent,
-)
+from medcl.method.clustering import AnatomyClustering
 from medcl.method.losses import (
-    DiceLoss,
-    PartialCrossEntropy,
+    ScribbleLoss,
     SupervisedLoss,
     existence_loss,
+    labelled_mask,
     mix_consistency_loss,
     one_hot,
-    soft_dice_loss,
     soft_partial_ce,
 )
-from medcl.method.mixing import InterImageMix, IntraImageMix
-from medcl.models import SAM_MODELS
-from medcl.runtime.distributed import gather_with_grad
-from medcl.training.config import TrainConfig
+from medcl.method.mixing import InterImageMix, IntraImageMix, MixedViews
 
-BACKGROUND = 0
+MIX_SPACES = ("image", "embedding")
+SUPERVISIONS = ("scribble", "dense")
+
+
+def _as_floats(terms: dict[str, Tensor], loss: Tensor) -> dict[str, float]:
+    return {**{k: v.item() for k, v in terms.items()}, "loss": loss.item()}
 
 
 class SupervisedObjective(nn.Module):
-    """pCE on scribbled pixels (+ ``dice_weight`` x Dice on them), or dense CE (+ Dice)."""
+    """The scribble loss on one forward pass (the pCE baseline, ``+ Dice`` with ``dice_weight``),
+    or, with ``supervision="dense"``, CE (+ Dice) on dense labels (the upper bound)."""
 
     def __init__(self, *, supervision: str, ignore_index: int, pce_weight: float = 1.0,
                  dice_weight: float = 0.0) -> None:
         super().__init__()
+        if supervision not in SUPERVISIONS:
+            raise ConfigError(f"unknown supervision {supervision!r}; valid: "
+                              f"{', '.join(SUPERVISIONS)}")
         self.dense = supervision == "dense"
-        self.pce_weight = pce_weight
-        self.dice_weight = dice_weight
         if self.dense:
             self.loss = SupervisedLoss(ignore_index=ignore_index, dice_weight=dice_weight)
         else:
-            self.pce = PartialCrossEntropy(ignore_index=ignore_index)
-            self.dice = DiceLoss(ignore_index=ignore_index)
+            self.scribble = ScribbleLoss(ignore_index=ignore_index, pce_weight=pce_weight,
+                                         dice_weight=dice_weight)
 
     def forward(self, model: nn.Module, batch: dict, generator: torch.Generator
                 ) -> tuple[Tensor, dict[str, float]]:
@@ -64,183 +65,192 @@ class SupervisedObjective(nn.Module):
         if self.dense:
             loss = self.loss(logits, batch["labels"])
             return loss, {"loss": loss.item()}
-        terms = {"pce": self.pce(logits, batch["labels"])}
-        if self.dice_weight:
-            terms["dice"] = self.dice(logits, batch["labels"])
-        loss = self.pce_weight * terms["pce"] + self.dice_weight * terms.get("dice", 0.0)
-        return loss, {**{k: v.item() for k, v in terms.items()}, "loss": loss.item()}
+        terms = self.scribble(logits, batch["labels"])
+        loss = self.scribble.weigh(terms)
+        return loss, _as_floats(terms, loss)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """The weight of every MedCL loss term, by the name it is logged under. A term with weight 0
+    is not computed (and its module, e.g. the clustering heads, is not built).
+
+    ``existence`` and ``mix_existence`` are the existence loss on the views and on their inter-mix;
+    ``union_pce`` and ``prompt_consistency`` need a network with a union output (SAM-family).
+    """
+
+    pce: float = 1.0
+    dice: float = 0.0
+    existence: float = 0.0
+    mix_pce: float = 0.0
+    mix_existence: float = 0.0
+    mix_consistency: float = 0.0
+    prompt_consistency: float = 0.0
+    union_pce: float = 0.0
+    global_: float = 0.0
+    local: float = 0.0
+
+    def __post_init__(self) -> None:
+        negative = {k: v for k, v in self.table().items() if v < 0}
+        if negative:
+            raise ConfigError(f"loss weights must be >= 0, got {negative}")
+
+    def table(self) -> dict[str, float]:
+        """``{term name: weight}`` (``global_`` is logged as ``global``)."""
+        return {k.rstrip("_"): float(v) for k, v in asdict(self).items()}
 
 
 class MedCLObjective(nn.Module):
     """The MedCL losses on two intra-mixed views and their inter-image mix.
 
-    Per step, for ``B`` source images:
+    One step, for ``B`` source images, reads like the method section:
 
-    1. targets ``Y`` = one-hot of the scribbles (zero where unlabelled); tags ``S`` (background
-       always included);
-    2. two views per image (:class:`~medcl.mixing.IntraImageMix`, or plain rotations without
-       ``intra_mix``) -> ``2B`` views, ``P = softmax(f(views))``;
-    3. scribble loss on the views: ``pce_weight`` x soft pCE + ``dice_weight`` x Dice over the
-       scribbled pixels; existence loss with each view's *own* source image's tags;
-    4. inter-image mix of the views (when a mix weight is on): ``P~ = softmax(f(mix(views)))``
-       (computed in the same forward pass as ``P``, one batch of ``4B`` slices),
-       pCE on the mixed targets, consistency between ``P~`` and ``mix(P)``, existence with the
-       union of the partners' tags;
-    5. clustering on ``anatomy_maps(P)``: global loss on the anatomy codes of all views, local
-       NT-Xent between the individual codes of the two views of each image (or the prototype
-       form).
+    1. :meth:`make_views`: two intra-mixed views per image (:class:`IntraImageMix`), made of the
+       images or, with ``mix_space="embedding"``, of the network's image embeddings;
+    2. :meth:`predict`: one forward pass over the ``2B`` views and (when a mix term is on) their
+       ``2B`` inter-image mixes;
+    3. :meth:`scribble_terms`: the scribble loss (pCE + Dice) and the existence loss of the views;
+    4. :meth:`mix_terms`: pCE and existence on the mixed scribbles and tags, and the consistency
+       between ``f(mix(x))`` and ``mix(f(x))``;
+    5. :meth:`prompt_terms`: the union output's agreement with the summed class probabilities;
+    6. :meth:`clustering_terms`: the anatomy-distribution clustering of the views.
 
-    With ``supervised_only`` set (the trainer sets it during ``supervised_warmup``), a step is
-    the scribble loss alone on the source images: ``pce_weight`` x pCE + ``dice_weight`` x Dice,
-    one forward pass of ``B`` slices.
+    With ``supervised_only`` set (the trainer sets it during the supervised warm-up), a step is
+    the scribble loss alone on the source images, one forward pass of ``B`` slices.
 
     Args:
-        cfg: the training configuration (weights and mixing/clustering options).
         num_classes: ``K``; ``ignore_index`` marks unlabelled pixels.
+        weights: the weight of each term (:class:`LossWeights`).
+        intra: the intra-image mix; ``inter``: the inter-image mix.
+        clustering: the clustering module (needed when ``global`` or ``local`` is weighted).
+        mix_space: ``"image"``, or ``"embedding"``: views and mixes are made of
+            ``model(image, stage="encode")`` and decoded with ``stage="decode"``.
     """
 
-    def __init__(self, cfg: TrainConfig, *, num_classes: int, ignore_index: int) -> None:
+    def __init__(self, *, num_classes: int, ignore_index: int, weights: LossWeights,
+                 intra: IntraImageMix, inter: InterImageMix,
+                 clustering: AnatomyClustering | None = None, mix_space: str = "image") -> None:
         super().__init__()
+        if mix_space not in MIX_SPACES:
+            raise ConfigError(f"unknown mix_space {mix_space!r}; valid: {', '.join(MIX_SPACES)}")
+        self.weights = weights.table()
+        self.use_clustering = bool(self.weights["global"] or self.weights["local"])
+        if self.use_clustering and clustering is None:
+            raise ConfigError("the global/local clustering terms need a clustering module")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.w = {name: getattr(cfg, f"{name}_weight") for name in
-                  ("pce", "dice", "mix_pce", "mix_consistency", "existence", "global", "local")}
-        self.intra = IntraImageMix(max_angle=cfg.intra_max_angle, box=cfg.intra_box,
-                                   box_min=cfg.intra_box_min, box_max=cfg.intra_box_max,
-                                   roi_margin=cfg.roi_margin, beta=cfg.mix_beta,
-                                   blend=bool(cfg.intra_mix))
-        self.use_inter = bool(self.w["mix_pce"] or self.w["mix_consistency"])
-        self.inter = InterImageMix(partner=cfg.inter_partner, beta=cfg.mix_beta)
-        self.use_clustering = bool(self.w["global"] or self.w["local"])
-        self.prototype = cfg.clustering == "prototype"
-        if self.use_clustering:
-            head = dict(code_dim=cfg.code_dim, form=cfg.head, grid=cfg.head_grid,
-                        hidden=cfg.head_hidden, input_size=(cfg.crop_size, cfg.crop_size))
-            self.anatomy_head = AnatomyProjector(**head)
-            self.individual_head = AnatomyProjector(**head)
-            if self.prototype:
-                self.prototypes = PrototypeClustering(code_dim=cfg.code_dim,
-                                                      num_prototypes=cfg.num_prototypes)
-        self.temperature = cfg.temperature
+        self.intra = intra
+        self.inter = inter
+        self.clustering = clustering if self.use_clustering else None
+        self.use_inter = bool(self.weights["mix_pce"] or self.weights["mix_consistency"])
+        self.use_union = bool(self.weights["prompt_consistency"] or self.weights["union_pce"])
+        self.mix_space = mix_space
+        self.scribble = ScribbleLoss(ignore_index=ignore_index, pce_weight=self.weights["pce"],
+                                     dice_weight=self.weights["dice"])
         self.supervised_only = False
-        is_sam = cfg.model in SAM_MODELS
-        self.w["prompt_consistency"] = (cfg.prompt_consistency_weight or 0.0) if is_sam else 0.0
-        self.use_union = bool(self.w["prompt_consistency"])
-        self.feature_mix = cfg.mix_space == "embedding" or (
-            cfg.mix_space == "auto" and is_sam and cfg.sam_encoder == "frozen")
-        if self.feature_mix and not is_sam:
-            raise ConfigError(f"mix_space='embedding' needs a SAM model ({', '.join(SAM_MODELS)}), "
-                              f"got {cfg.model!r}")
-
-    def _scribble_terms(self, logits: Tensor, probs: Tensor, targets: Tensor, tags: Tensor,
-                        prefix: str = "") -> dict[str, Tensor]:
-        terms = {f"{prefix}pce": soft_partial_ce(logits, targets)}
-        if not prefix and self.w["dice"]:
-            labelled = (targets.sum(1, keepdim=True) > 0).to(probs.dtype)
-            terms["dice"] = soft_dice_loss(probs, targets, labelled)
-        if self.w["existence"]:
-            terms[f"{prefix}existence"] = existence_loss(probs, tags)
-        return terms
-
-    def _clustering_terms(self, probs: Tensor, batch: int) -> dict[str, Tensor]:
-        maps = anatomy_maps(probs)
-        anatomy = self.anatomy_head(maps)
-        individual = self.individual_head(maps)
-        if self.prototype:
-            return {"global": self.prototypes(anatomy[:batch], anatomy[batch:]),
-                    "local": nt_xent(individual[:batch].flatten(1), individual[batch:].flatten(1),
-                                     temperature=self.temperature)}
-        # the batch centres are computed over the global batch when training on several processes
-        return {"global": global_cluster_loss(gather_with_grad(anatomy)),
-                "local": nt_xent(individual[:batch].flatten(1), individual[batch:].flatten(1),
-                                 temperature=self.temperature)}
-
-    def _prompt_terms(self, probs: Tensor, union_logits: Tensor, targets: Tensor
-                      ) -> dict[str, Tensor]:
-        """SAM's prompt-level anatomy consistency: the union prompt's foreground probability
-        ``sigmoid(u)`` agrees with the summed single-class probabilities ``sum_{c>=1} P_c``
-        (mean squared difference), and the union mask gets a binary pCE on scribbled pixels."""
-        fg_sum = probs[:, 1:].sum(1, keepdim=True)
-        union = union_logits.sigmoid()
-        labelled = (targets.sum(1, keepdim=True) > 0).to(union_logits.dtype)
-        fg_target = targets[:, 1:].sum(1, keepdim=True)
-        bce = F.binary_cross_entropy_with_logits(union_logits, fg_target, reduction="none")
-        return {"prompt_consistency": (union - fg_sum).pow(2).mean(),
-                "union_pce": (bce * labelled).sum() / labelled.sum().clamp(min=1.0)}
 
     def forward(self, model: nn.Module, batch: dict, generator: torch.Generator
                 ) -> tuple[Tensor, dict[str, float]]:
         terms = self.terms(model, batch, generator)
-        loss = sum(self.weight(name) * value for name, value in terms.items())
-        return loss, {**{k: v.item() for k, v in terms.items()}, "loss": loss.item()}
+        loss = sum(self.weights[name] * value for name, value in terms.items())
+        return loss, _as_floats(terms, loss)
 
     def terms(self, model: nn.Module, batch: dict, generator: torch.Generator
               ) -> dict[str, Tensor]:
         """Every active loss term, unweighted, as a scalar tensor in the graph (``forward``
-        weights and sums them; ``weight(name)`` gives each term's weight)."""
-        image, labels = batch["image"], batch["labels"]
-        tags = batch["tags"].clone()
-        tags[:, BACKGROUND] = True
-        targets = one_hot(labels, self.num_classes, self.ignore_index)
+        weights them with ``self.weights`` and sums them)."""
+        targets = one_hot(batch["labels"], self.num_classes, self.ignore_index)
         if self.supervised_only:
-            return self._supervised_terms(model, image, targets)
-        size = tuple(image.shape[-2:])
-        # embedding-space mixing (frozen SAM encoder): the views and mixes are made of the
-        # cached image embeddings; the targets are mixed on the pixel grid alike
-        source = model(image, stage="encode") if self.feature_mix else image
-        views = self.intra(source, targets, generator=generator)
+            return self.scribble.soft(model(batch["image"]), targets)
+        tags = slice_tags(batch["tags"])
+        views = self.make_views(model, batch["image"], targets, generator)
         view_tags = tags[views.source.to(tags.device)]
-        n_views = views.image.shape[0]
-        inputs = views.image
+        partner, lam = (self.inter.sample(views.image.shape[0], generator) if self.use_inter
+                        else (None, None))
+        logits, mixed_logits, union_logits = self.predict(model, views, partner, lam,
+                                                          size=tuple(batch["image"].shape[-2:]))
+        probs = logits.softmax(1)
+        terms = self.scribble_terms(logits, probs, views.targets, view_tags)
+        if self.use_union:
+            terms.update(self.prompt_terms(probs, union_logits, views.targets))
         if self.use_inter:
-            partner, lam = self.inter.sample(n_views, generator)
+            terms.update(self.mix_terms(probs, mixed_logits, views, view_tags, partner, lam))
+        if self.use_clustering:
+            terms.update(self.clustering_terms(probs))
+        return terms
+
+    # -- the steps ------------------------------------------------------------------------------
+    def make_views(self, model: nn.Module, image: Tensor, targets: Tensor,
+                   generator: torch.Generator) -> MixedViews:
+        """Two intra-mixed views of each image (or of its embedding), ``2B`` in all."""
+        source = model(image, stage="encode") if self.mix_space == "embedding" else image
+        return self.intra(source, targets, generator=generator)
+
+    def predict(self, model: nn.Module, views: MixedViews, partner: Tensor | None,
+                lam: Tensor | None, *, size: tuple[int, int]
+                ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Logits of the views ``(2B, K, H, W)``, of their inter-mixes (or ``None``) and the
+        views' union logits ``(2B, 1, H, W)`` (or ``None``), from ONE forward pass: the mixes
+        depend on the inputs only, so one larger batch serves both."""
+        inputs = views.image
+        if partner is not None:
             inputs = torch.cat([views.image, InterImageMix.mix(views.image, partner, lam)])
-        # one forward pass for the views and their mix: the mixed images depend on the inputs
-        # only, so both predictions come from a single (larger, faster) batch
-        kwargs = {"stage": "decode", "size": size} if self.feature_mix else {}
+        kwargs = {"stage": "decode", "size": size} if self.mix_space == "embedding" else {}
         if self.use_union:
             kwargs["return_union"] = True
         out = model(inputs, **kwargs)
         all_logits, all_union = out if self.use_union else (out, None)
-        logits = all_logits[:n_views]
-        probs = logits.softmax(1)
-        terms = self._scribble_terms(logits, probs, views.targets, view_tags)
-        if self.use_union:
-            terms.update(self._prompt_terms(probs, all_union[:n_views], views.targets))
-        if self.use_inter:
-            mixed_logits = all_logits[n_views:]
-            mixed_probs = mixed_logits.softmax(1)
-            terms.update(self._scribble_terms(mixed_logits, mixed_probs,
-                                              InterImageMix.mix(views.targets, partner, lam),
-                                              InterImageMix.mix_tags(view_tags, partner),
-                                              prefix="mix_"))
-            terms["mix_consistency"] = mix_consistency_loss(
-                InterImageMix.mix(probs, partner, lam), mixed_probs)
-        if self.use_clustering:
-            terms.update(self._clustering_terms(probs, image.shape[0]))
+        n_views = views.image.shape[0]
+        mixed = all_logits[n_views:] if partner is not None else None
+        union = all_union[:n_views] if all_union is not None else None
+        return all_logits[:n_views], mixed, union
+
+    def scribble_terms(self, logits: Tensor, probs: Tensor, targets: Tensor, tags: Tensor
+                       ) -> dict[str, Tensor]:
+        """Scribble loss (pCE, Dice) and existence loss of the views."""
+        terms = self.scribble.soft(logits, targets, probs)
+        if self.weights["existence"]:
+            terms["existence"] = existence_loss(probs, tags)
         return terms
 
-    def _supervised_terms(self, model: nn.Module, image: Tensor, targets: Tensor
-                          ) -> dict[str, Tensor]:
-        logits = model(image)
-        terms = {"pce": soft_partial_ce(logits, targets)}
-        if self.w["dice"]:
-            labelled = (targets.sum(1, keepdim=True) > 0).to(logits.dtype)
-            terms["dice"] = soft_dice_loss(logits.softmax(1), targets, labelled)
+    def mix_terms(self, probs: Tensor, mixed_logits: Tensor, views: MixedViews, tags: Tensor,
+                  partner: Tensor, lam: Tensor) -> dict[str, Tensor]:
+        """pCE on the mixed scribbles, existence with the partners' tag union, consistency
+        between the prediction of the mix and the mix of the predictions."""
+        mixed_probs = mixed_logits.softmax(1)
+        terms = {"mix_pce": soft_partial_ce(mixed_logits,
+                                            InterImageMix.mix(views.targets, partner, lam))}
+        if self.weights["mix_existence"]:
+            terms["mix_existence"] = existence_loss(mixed_probs,
+                                                    InterImageMix.mix_tags(tags, partner))
+        terms["mix_consistency"] = mix_consistency_loss(InterImageMix.mix(probs, partner, lam),
+                                                        mixed_probs)
         return terms
 
-    def weight(self, term: str) -> float:
-        """The weight of a term named in ``terms``' output."""
-        if term == "mix_existence":
-            return self.w["existence"]
-        if term == "union_pce":
-            return self.w["pce"]
-        return self.w[term]
+    def prompt_terms(self, probs: Tensor, union_logits: Tensor, targets: Tensor
+                     ) -> dict[str, Tensor]:
+        """Prompt-level anatomy consistency: the union output's foreground probability
+        ``sigmoid(u)`` agrees with the summed class probabilities ``sum_{c>=1} P_c`` (mean squared
+        difference), and the union output gets a binary pCE on the scribbled pixels."""
+        fg_sum = probs[:, BACKGROUND + 1:].sum(1, keepdim=True)
+        labelled = labelled_mask(targets).to(union_logits.dtype)
+        fg_target = targets[:, BACKGROUND + 1:].sum(1, keepdim=True)
+        bce = F.binary_cross_entropy_with_logits(union_logits, fg_target, reduction="none")
+        return {"prompt_consistency": (union_logits.sigmoid() - fg_sum).pow(2).mean(),
+                "union_pce": (bce * labelled).sum() / labelled.sum().clamp(min=1.0)}
+
+    def clustering_terms(self, probs: Tensor) -> dict[str, Tensor]:
+        """Global (batch) and local (two-view) anatomy-distribution clustering."""
+        return self.clustering(probs)
 
 
-def build_objective(cfg: TrainConfig, *, num_classes: int, ignore_index: int) -> nn.Module:
-    """The objective for ``cfg.method`` (``pce`` -> supervised, others -> MedCL)."""
-    if cfg.method == "pce":
-        return SupervisedObjective(supervision=cfg.supervision, ignore_index=ignore_index,
-                                   pce_weight=cfg.pce_weight, dice_weight=cfg.dice_weight)
-    return MedCLObjective(cfg, num_classes=num_classes, ignore_index=ignore_index)
+def slice_tags(tags: Tensor) -> Tensor:
+    """The classes present in each slice ``(B, K)`` bool: its annotated classes plus background.
+
+    A slice whose annotation holds no class at all keeps no tag, so it contributes no existence
+    loss (:func:`~medcl.method.losses.existence_loss` skips it): nothing is known of its content,
+    and pushing it to all-background would teach that an unannotated slice is empty.
+    """
+    tags = tags.clone()
+    tags[:, BACKGROUND] |= tags.any(dim=1)
+    return tags

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .segmenter import Segmenter
 
 NORMS = ("batch", "instance", "group", "none")
 DOWNSAMPLES = ("maxpool", "strided")
@@ -82,8 +83,9 @@ class UpBlock(nn.Module):
         return self.conv(torch.cat([self.up(x), skip], dim=1))
 
 
-class UNet(nn.Module):
-    """2D U-Net returning logits.
+class UNet(Segmenter):
+    """2D U-Net returning logits (a :class:`~medcl.models.segmenter.Segmenter` whose mixable
+    features are the image itself, without a union output).
 
     Args:
         in_channels: number of input channels ``C``.
@@ -190,6 +192,11 @@ class UNet(nn.Module):
             x = decoder(x, skip)
         return self.head(x), x
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C, H, W)`` image -> ``(B, K, H, W)`` logits."""
-        return self.forward_with_features(x)[0]
+    def decode(self, features: Tensor, size: tuple[int, int], *,
+               return_union: bool = False) -> Tensor:
+        """``(B, C, H, W)`` image -> ``(B, K, H, W)`` logits (``size`` is the image's own)."""
+        self.check_union(return_union)
+        if tuple(features.shape[-2:]) != tuple(size):
+            raise ValueError(f"a UNet decodes at its input size {tuple(features.shape[-2:])}, "
+                             f"asked for {tuple(size)}")
+        return self.forward_with_features(features)[0]

@@ -12,12 +12,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medcl.errors import ConfigError
+from medcl.method.clustering import (
+    CLUSTERINGS,
+    CODE_DIM,
+    HEAD_FORM,
+    HEAD_FORMS,
+    HEAD_GRID,
+    HEAD_HIDDEN,
+    NUM_PROTOTYPES,
+    TEMPERATURE,
+)
+from medcl.method.objectives import SUPERVISIONS
 from medcl.models.registry import MODEL_REGISTRY
+from medcl.runtime.precision import PRECISION_CHOICES
+from medcl.training.schedule import LR_SCHEDULES
 
-SUPERVISIONS = ("scribble", "dense")
 METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")
-LR_SCHEDULES = ("poly", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+#: the section of a run's config.json that records what the machine decided at run time (the
+#: precision ``auto`` chose, and why); informative, ignored when the file is read back
+RESOLVED_KEY = "resolved"
 
 
 _NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_weight": 0.0,
@@ -120,14 +134,14 @@ class TrainConfig:
                               choices=("reverse", "shuffle"))
     clustering: str = _opt("contrastive", "clustering form: contrastive (global centres + "
                            "NT-Xent) or prototype (Sinkhorn prototypes)",
-                           choices=("contrastive", "prototype"))
-    head: str = _opt("pooled", "projection head: pooled (any size) or full (authors', tied to "
-                     "the crop size)", choices=("pooled", "full"))
-    head_grid: int = _opt(16, "pooled head layout side")
-    head_hidden: int = _opt(512, "projection head hidden width")
-    code_dim: int = _opt(128, "anatomy code dimension")
-    temperature: float = _opt(0.5, "NT-Xent temperature")
-    num_prototypes: int = _opt(128, "prototypes of the prototype clustering")
+                           choices=CLUSTERINGS)
+    head: str = _opt(HEAD_FORM, "projection head: pooled (any size) or full (authors', tied to "
+                     "the crop size)", choices=HEAD_FORMS)
+    head_grid: int = _opt(HEAD_GRID, "pooled head layout side")
+    head_hidden: int = _opt(HEAD_HIDDEN, "projection head hidden width")
+    code_dim: int = _opt(CODE_DIM, "anatomy code dimension")
+    temperature: float = _opt(TEMPERATURE, "NT-Xent temperature")
+    num_prototypes: int = _opt(NUM_PROTOTYPES, "prototypes of the prototype clustering")
     labelled_fraction: float | None = _opt(None, "share of each batch drawn from scribbled "
                                            "slices when unlabelled slices are used "
                                            "(default: 0.5 for methods that use them)")
@@ -152,8 +166,10 @@ class TrainConfig:
     device: str = _opt("auto", "device", choices=DEVICES)
     num_threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
     infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference")
-    precision: str = _opt("fp32", "bf16 runs the network under bf16 autocast (CPU with "
-                          "AVX512-BF16 or GPU); losses stay fp32", choices=("fp32", "bf16"))
+    precision: str = _opt("auto", "network precision: auto (bf16 autocast where the hardware "
+                          "runs bf16 natively: CPU flags avx512_bf16/amx_bf16, CUDA with bf16; "
+                          "fp32 elsewhere), fp32, or bf16 (forced; emulated and slow on AVX2-only "
+                          "CPUs); losses stay fp32", choices=PRECISION_CHOICES)
     channels_last: bool = _opt(False, "channels-last memory layout for the network")
     compile: bool = _opt(False, "torch.compile the network's training forward (inductor; the "
                          "first steps compile); falls back to eager with a warning")
@@ -217,6 +233,8 @@ class TrainConfig:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read configuration ({exc})") from None
+        if isinstance(data, dict):
+            data.pop(RESOLVED_KEY, None)
         return cls.from_dict(data, source=str(path))
 
 

@@ -7,7 +7,8 @@ import math
 from torch.optim import Optimizer
 
 from medcl.errors import ConfigError
-from medcl.training.config import LR_SCHEDULES
+
+LR_SCHEDULES = ("poly", "cosine", "constant")
 
 POLY_POWER = 0.9
 

@@ -14,20 +14,23 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from medcl.data.slices import SliceSampler
-from medcl.data.transforms import RandomAffine2D
 from medcl.errors import MedclError
 from medcl.files import atomic_write_text
 from medcl.inference.predictor import Predictor
-from medcl.method.objectives import MedCLObjective, build_objective
+from medcl.method.objectives import MedCLObjective
 from medcl.models import build_model
 from medcl.runtime import distributed
 from medcl.runtime.checkpoint import checkpoint_path, save_checkpoint
 from medcl.runtime.device import resolve_device
-from medcl.runtime.precision import FastForward
+from medcl.runtime.precision import FastForward, resolve_precision
 from medcl.runtime.rng import rng_state, seed_everything, set_rng_state
-from medcl.training.components import model_kwargs
-from medcl.training.config import TrainConfig
+from medcl.training.components import (
+    build_augmentation,
+    build_objective,
+    build_sampler,
+    model_kwargs,
+)
+from medcl.training.config import RESOLVED_KEY, TrainConfig
 from medcl.training.data import TrainingData
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
 from medcl.training.schedule import LRSchedule
@@ -79,7 +82,9 @@ class Trainer:
         self.model.to(self.device)
         self.objective = build_objective(cfg, num_classes=spec.num_classes,
                                          ignore_index=spec.ignore_index).to(self.device)
-        self.network = FastForward(self.model, precision=cfg.precision,
+        self.precision, self.precision_reason = resolve_precision(cfg.precision, self.device)
+        log.info("training precision %s (%s)", self.precision, self.precision_reason)
+        self.network = FastForward(self.model, precision=self.precision,
                                    channels_last=cfg.channels_last, compile=cfg.compile)
         step = TrainStep(self.network, self.objective)
         # the supervised warm-up leaves the objective's heads out of the graph
@@ -93,13 +98,9 @@ class Trainer:
         self.schedule = LRSchedule(self.optimizer, kind=cfg.lr_schedule, base_lr=cfg.lr,
                                    warmup_steps=cfg.warmup_steps, total_steps=cfg.iterations,
                                    max_seconds=self.max_seconds)
-        self.augment = RandomAffine2D(rotate_degrees=cfg.rotate_degrees,
-                                      scale_range=(cfg.scale_min, cfg.scale_max),
-                                      flip_prob=cfg.flip_prob, rot90=cfg.rot90)
-        self.sampler = SliceSampler(data.train, crop_size=(cfg.crop_size, cfg.crop_size),
-                                    ignore_index=spec.ignore_index,
-                                    labelled_fraction=cfg.labelled_fraction,
-                                    generator=self.data_generator, crop_mode=cfg.crop_mode)
+        self.augment = build_augmentation(cfg)
+        self.sampler = build_sampler(cfg, data.train, ignore_index=spec.ignore_index,
+                                     generator=self.data_generator)
         self.predictor = Predictor(self.network, spec, data.preprocess, device=self.device,
                                    batch_size=cfg.infer_batch_size)
         self.state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None,
@@ -193,8 +194,9 @@ class Trainer:
         cfg, state = self.cfg, self.state
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / CONFIG_NAME,
-                              json.dumps(cfg.to_dict(), indent=2) + "\n")
+            resolved = {"precision": self.precision, "precision_reason": self.precision_reason}
+            atomic_write_text(self.run_dir / CONFIG_NAME, json.dumps(
+                {**cfg.to_dict(), RESOLVED_KEY: resolved}, indent=2) + "\n")
         self.model.train()
         start = time.monotonic() - state["elapsed_seconds"]
         window_start, window_slices = time.monotonic(), 0

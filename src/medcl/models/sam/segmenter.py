@@ -38,13 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ..segmenter import Segmenter
 from .sam import SamModel
 
 log = logging.getLogger(__name__)
 
 ENCODER_MODES = ("frozen", "partial", "full")
 RESIZE_MODES = ("shrink", "longest")
-STAGES = ("full", "encode", "decode")
 #: box the class prompts start from: the central half of the image, in units of ``S``.
 INIT_BOX = (0.25, 0.25, 0.75, 0.75)
 
@@ -94,7 +94,7 @@ class EmbeddingCache:
         return torch.stack([o.to(inputs.device, torch.float32) for o in out])
 
 
-class SamSegmenter(nn.Module):
+class SamSegmenter(Segmenter):
     """Automatic ``K``-class segmentation with a SAM-family model and learned prompts.
 
     Args:
@@ -138,6 +138,7 @@ class SamSegmenter(nn.Module):
         self.num_classes = num_classes
         self.encoder_mode = encoder
         self.union_prompt = union_prompt
+        self.has_union = union_prompt
         n_prompts = num_classes - 1 + int(union_prompt)
         self.prompts = nn.Parameter(self._initial_prompts(n_prompts, num_prompt_tokens))
         self.cache = (EmbeddingCache(cache_size) if encoder == "frozen" and cache_size else None)
@@ -237,18 +238,5 @@ class SamSegmenter(nn.Module):
         logits = torch.cat([masks.new_zeros(b, 1, height, width), masks[:, :n_fg]], dim=1)
         if not return_union:
             return logits
-        if not self.union_prompt:
-            raise ConfigError("return_union needs a model built with union_prompt=True")
+        self.check_union(return_union)
         return logits, masks[:, n_fg:]
-
-    def forward(self, x: Tensor, *, stage: str = "full", size: tuple[int, int] | None = None,
-                return_union: bool = False):
-        if stage == "encode":
-            return self.encode(x)
-        if stage == "decode":
-            if size is None:
-                raise ValueError("stage='decode' needs the output size=(H, W)")
-            return self.decode(x, size, return_union=return_union)
-        if stage != "full":
-            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
-        return self.decode(self.encode(x), tuple(x.shape[-2:]), return_union=return_union)
