@@ -42,7 +42,8 @@ MSCMR_CLASSES = ("background", "RV", "myo", "LV")
 MSCMR_IGNORE = 4
 PERCENT = 100.0
 # The MSCMR annotators drew wider, closed strokes and a wide background loop far from the
-# heart: the second MSCMR column simulates that style by overriding the (MyoPS-calibrated) defaults.
+# heart: the second MSCMR column simulates that style by overriding the (MyoPS-calibrated)
+# defaults.
 MSCMR_STYLE = {"stroke_width_mm": 2.0, "extent": 1.0, "background_width_mm": 3.5,
                "background_distance_mm": [2.0, 30.0]}
 SET_NAMES = ("defaults", "MSCMR style")

@@ -39,8 +39,9 @@ def ring(inner: float = 12.0, outer: float = 18.0, depth: int = 1) -> np.ndarray
 
 
 def _draw(labels, num_classes=3, spacing=(1.0, 1.0, 5.0), seed=0, **options):
+    axis = int(np.argmax(spacing))                   # the slice axis: the coarse one
     return scribble_volume(labels, spacing, num_classes=num_classes, ignore_index=IGNORE,
-                           options=ScribbleOptions(**options), seed=seed)
+                           options=ScribbleOptions(**options), seed=seed, slice_axis=axis)
 
 
 def _angles_covered(stroke: np.ndarray, bins: int = 36) -> float:
@@ -138,6 +139,12 @@ def test_same_seed_same_scribbles_other_seed_others():
     labels = ring(depth=3)
     np.testing.assert_array_equal(_draw(labels, seed=4), _draw(labels, seed=4))
     assert not np.array_equal(_draw(labels, seed=4), _draw(labels, seed=5))
+
+
+def test_slice_axis_moves_the_slicing():
+    labels = ring(depth=2)
+    moved = _draw(np.moveaxis(labels, 2, 0), spacing=(5.0, 1.0, 1.0), seed=3)
+    np.testing.assert_array_equal(np.moveaxis(moved, 0, 2), _draw(labels, seed=3))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
