@@ -105,6 +105,17 @@ def test_medial_depth_share_puts_the_stroke_on_one_side(seed):
     assert _angles_covered(stroke) > 0.95
 
 
+@pytest.mark.parametrize("thickness", [1, 2])
+def test_vessel_gets_a_stroke_along_it(thickness):
+    # a diagonal vessel 1 or 2 px thick, 40 px long: the stroke stays on it and spans 90 % of it
+    plane = np.zeros((SIZE, SIZE), dtype=np.int64)
+    for i in range(10, 50):
+        plane[i, i:i + thickness] = 1
+    stroke = _draw(_stack(plane), num_classes=2, **ONE_PIXEL)[..., 0] == 1
+    assert (stroke <= (plane == 1)).all()
+    assert 0.85 * 40 * np.sqrt(2) <= _span(stroke) <= 40 * np.sqrt(2)
+
+
 def test_stroke_width_widens_within_the_structure():
     thin = _draw(ring(), classes=(1,), **ONE_PIXEL) == 1
     wide = _draw(ring(), classes=(1,), stroke_width_mm=3.0, background=False) == 1
