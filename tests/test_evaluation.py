@@ -84,7 +84,7 @@ def test_class_names_from_option(folders):
     summary = evaluate_folders(gt, pred, class_values={"LV": 1, "Myo": 2})
     assert set(summary["mean"]) == {"LV", "Myo"}
     text = format_markdown(summary)
-    for expected in ("| LV |", "| Myo |", "Mean (foreground)", "LV Dice", "Myo HD95 (mm)"):
+    for expected in ("| LV |", "| Myo |", "Mean (foreground)", "LV Dice", "Myo HD95 medpy (mm)"):
         assert expected in text
 
 
@@ -149,6 +149,7 @@ def test_missing_folder(folders, tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"overlay_dir": "x"}, "both overlay_dir and image_dir"),
     ({"num_overlay_slices": 0}, "num_overlay_slices"),
+    ({"hd95_convention": "max"}, "hd95_convention: unknown HD95 convention .max.; choose one"),
     ({"class_values": {"bg": 0}}, "foreground"),
     ({"class_values": {"LV": "one"}}, "non-integer"),
 ])
@@ -177,3 +178,22 @@ def test_overlay_image_geometry_checked(folders, tmp_path):
     write(images / "subject1_DE.nii.gz", np.zeros((6, 6, 3), np.float32))
     with pytest.raises(DataError, match="subject1_DE.nii.gz: shape"):
         evaluate_folders(gt, pred, overlay_dir=tmp_path / "png", image_dir=images)
+
+
+def test_hd95_convention_recorded_and_applied(folders, tmp_path):
+    gt, pred = folders
+    medpy = evaluate_folders(gt, pred, out_dir=tmp_path / "medpy")
+    monai = evaluate_folders(gt, pred, out_dir=tmp_path / "monai", hd95_convention="monai")
+    saved = json.loads((tmp_path / "monai" / "summary.json").read_text())
+    assert (medpy["hd95_convention"], saved["hd95_convention"]) == ("medpy", "monai")
+    assert "directed 95th percentiles" in saved["definitions"]
+    assert "HD95 monai (mm)" in (tmp_path / "monai" / "summary.md").read_text()
+    # subject1, class 2: gt at z = 0, 1 and prediction at z = 1, 2 (5 mm slices), every voxel
+    # a surface voxel. Directed distances: pred -> gt [0, 5], gt -> pred [5, 0].
+    # medpy pools [0, 0, 5, 5]: p95 at position 2.85 -> 5; MONAI: p95 of [0, 5] = 4.75 each.
+    # (Here the max of the directed percentiles is the smaller number.)
+    assert medpy["cases"]["subject1_DE"]["class_2"]["hd95"] == pytest.approx(5.0)
+    assert monai["cases"]["subject1_DE"]["class_2"]["hd95"] == pytest.approx(4.75)
+    # Dice and ASSD do not depend on the convention
+    for metric in ("dice", "assd"):
+        assert monai["mean"]["class_2"][metric] == medpy["mean"]["class_2"][metric]

@@ -1,7 +1,8 @@
 """The ``medcl`` command line: thin argparse faces over importable functions.
 
-Errors raised on purpose (:class:`~medcl.errors.MedclError`) become one line on stderr and exit
-code 2.
+Errors raised on purpose (:class:`~medcl.errors.MedclError`) become one line on stderr. Exit
+codes: 0 ok, 1 some cases failed (predict), 2 bad input or option, 130/143 interrupted by
+SIGINT/SIGTERM (training saved ``last.pt`` first).
 """
 
 from __future__ import annotations
@@ -14,13 +15,28 @@ from pathlib import Path
 from typing import Sequence
 
 from medcl import __version__
-from medcl.errors import MedclError
+from medcl.errors import CasesFailed, MedclError
+from medcl.evaluation.metrics import HD95_CONVENTIONS
 from medcl.runtime import distributed
 from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.config import TrainConfig, field_type
 
 log = logging.getLogger("medcl")
 EXIT_USAGE = 2
+EXIT_SIGINT = 130
+
+
+def _bounded(kind: type, low: float, *, strict: bool = False):
+    """An argparse type: ``kind`` and ``> low`` (``strict``) or ``>= low``, else a usage error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {low}, got {text}")
+        return value
+    return parse
 
 
 def _flag(name: str) -> str:
@@ -128,10 +144,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
                                    flip_tta=args.tta, precision=args.precision)
     with tqdm(unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
-        written = predict_path(args.input, args.output, predictor, save_probs=args.save_probs,
-                               largest_component=args.largest_component,
-                               overwrite=args.overwrite, overlay_slices=args.overlays,
-                               progress=lambda case: bar.update(1))
+        try:
+            written = predict_path(args.input, args.output, predictor,
+                                   save_probs=args.save_probs,
+                                   largest_component=args.largest_component,
+                                   overwrite=args.overwrite, skip_existing=args.skip_existing,
+                                   overlay_slices=args.overlays,
+                                   progress=lambda case: bar.update(1))
+        except CasesFailed as exc:
+            bar.close()
+            for case, reason in exc.failures.items():
+                print(f"medcl predict: case {case} failed: {reason}", file=sys.stderr)
+            print(f"wrote {len(exc.written)} predictions to {args.output}; "
+                  f"{len(exc.failures)} cases failed")
+            return exc.exit_code
     print(f"wrote {len(written)} predictions to {args.output}")
     return 0
 
@@ -148,9 +174,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     summary = evaluate_folders(args.gt_dir, args.pred_dir, class_values=class_values,
                                out_dir=out, image_dir=args.images,
                                overlay_dir=out / "overlays" if args.images and args.overlays else None,
-                               num_overlay_slices=args.overlays)
+                               num_overlay_slices=args.overlays, hd95_convention=args.hd95)
     print(format_markdown(summary))
     print(f"summary written to {out / 'summary.json'}")
+    if args.report:
+        from medcl.evaluation.report import REPORT_HTML, write_report
+
+        print(f"report written to {write_report(summary, out / REPORT_HTML)}")
     return 0
 
 
@@ -201,10 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="segment NIfTI volumes with a trained run")
-    p.add_argument("-i", "--input", required=True, help="NIfTI file or folder")
+    p = sub.add_parser("predict", help="segment NIfTI volumes or DICOM series with a trained run")
+    p.add_argument("-i", "--input", required=True,
+                   help="NIfTI file, or folder of NIfTI files and/or DICOM series folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("-m", "--model", required=True, help="run folder written by 'medcl train'")
+    p.add_argument("-m", "--model", required=True,
+                   help="run folder written by 'medcl train', or a checkpoint file in it")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--save-probs", action="store_true", help="also write OUTPUT/probs/{case}.nii.gz")
@@ -214,28 +246,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                    help="network precision; auto: bf16 where this machine runs it natively, "
                    "else fp32")
-    p.add_argument("--overlays", type=int, default=0, metavar="N",
+    p.add_argument("--overlays", type=_bounded(int, 0), default=0, metavar="N",
                    help="write N overlay PNGs per case into OUTPUT/overlays")
-    p.add_argument("--overwrite", action="store_true", help="replace existing predictions")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the predictions this run writes (nothing else)")
+    p.add_argument("--continue", dest="skip_existing", action="store_true",
+                   help="skip cases whose prediction already exists")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="Dice, HD95 and ASSD of predictions against labels")
-    p.add_argument("gt_dir", help="folder of ground-truth label maps")
+    p.add_argument("gt_dir",
+                   help="folder of ground-truth label maps (NIfTI or DICOM series folders)")
     p.add_argument("pred_dir", help="folder of predictions ({case}.nii.gz)")
     p.add_argument("-o", "--output", help="folder for summary.json/summary.md (default: PRED_DIR)")
     p.add_argument("--labels", help="label definition JSON (class names)")
-    p.add_argument("--images", help="image folder, for overlay PNGs")
-    p.add_argument("--overlays", type=int, default=3, metavar="N",
-                   help="overlay PNGs per case when --images is given")
+    p.add_argument("--images", help="image folder (NIfTI or DICOM series), for overlay PNGs")
+    p.add_argument("--overlays", type=_bounded(int, 0), default=1, metavar="N",
+                   help="overlays per case when --images is given: the N slices with the most "
+                        "foreground, plus the worst-Dice slice (default: 1)")
+    p.add_argument("--hd95", choices=HD95_CONVENTIONS, default=HD95_CONVENTIONS[0],
+                   help="HD95 convention: medpy = 95th percentile of both directions pooled, "
+                        "monai = max of the two directed 95th percentiles (default: medpy)")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUTPUT/report.html (tables, box plots, overlays; one file)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="generate data, train, predict and evaluate in minutes")
     p.add_argument("--out", default="demo_run", help="output folder (default: demo_run)")
     p.add_argument("--data", help="run on this dataset instead of generated data")
     p.add_argument("--labels", help="label definition JSON for --data")
-    p.add_argument("--minutes", type=float, default=2.0, help="training budget (default: 2)")
+    p.add_argument("--minutes", type=_bounded(float, 0, strict=True), default=2.0,
+                   help="training budget (default: 2)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier demo's own sub-folders in --out (never --data)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("scribble", help="simulate scribbles from dense label maps")
@@ -286,10 +330,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedclError as exc:
         message = " ".join(str(exc).split())  # one line, whatever the wrapped library said
         print(f"medcl {args.command}: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
+        return getattr(exc, "exit_code", EXIT_USAGE)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGINT
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medcl.data.io import case_stem, is_nifti
+from medcl.data.io import case_stem, is_nifti, visible_entries
 from medcl.data.labels import LabelSpec
 from medcl.errors import DataError
 
@@ -66,10 +66,14 @@ class Dataset:
 
 
 def nifti_files(folder: Path) -> list[Path]:
-    """Sorted NIfTI files of ``folder``; :class:`DataError` if it is missing or has none."""
+    """Sorted NIfTI files of ``folder``; :class:`DataError` if it is missing or has none.
+
+    Hidden files (macOS ``._case.nii.gz``, medcl's own ``.name.XXXX.tmp.nii.gz`` temporaries)
+    are not cases; a dangling symlink is skipped with a warning naming it.
+    """
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti(p))
+    files = [p for p in visible_entries(folder) if p.is_file() and is_nifti(p)]
     if not files:
         raise DataError(f"{folder}: folder holds no .nii/.nii.gz files")
     return files
@@ -83,6 +87,8 @@ def group_channels(files: list[Path], in_channels: int) -> dict[str, tuple[Path,
     needs channels ``0000 .. in_channels-1``.
     """
     groups: dict[str, dict[int, Path]] = {}
+    if in_channels == 1:
+        _refuse_channel_series(files)
     for path in files:
         stem = case_stem(path)
         match = _CHANNEL_RE.match(stem)
@@ -105,6 +111,27 @@ def group_channels(files: list[Path], in_channels: int) -> dict[str, tuple[Path,
                             f"expected 0..{in_channels - 1}")
         cases[case] = tuple(chans[c] for c in range(in_channels))
     return cases
+
+
+def _refuse_channel_series(files: list[Path]) -> None:
+    """A 1-channel reader given ``{case}_0000``, ``{case}_0001``: a multi-channel folder."""
+    stems = {case_stem(p) for p in files}
+    for path in files:
+        match = _CHANNEL_RE.match(case_stem(path))
+        if match and int(match["channel"]) > 0 and f"{match['case']}_0000" in stems:
+            raise DataError(f"{path}: looks like channel {int(match['channel'])} of case "
+                            f"{match['case']!r}, but the model or dataset has 1 input channel")
+
+
+def check_disjoint_splits(splits: dict[str, list[Case]], root: Path) -> None:
+    """The same case id in two splits leaks evaluation data into training: an error."""
+    seen: dict[str, str] = {}
+    for split, cases in splits.items():
+        for case in cases:
+            if case.case_id in seen:
+                raise DataError(f"{case.image_paths[0]}: case {case.case_id!r} is in both the "
+                                f"{seen[case.case_id]} and the {split} split of {root}")
+            seen[case.case_id] = split
 
 
 def match_case(stem: str, case_ids: list[str]) -> str | None:
@@ -195,6 +222,7 @@ def discover(root: str | os.PathLike, labels_file: str | os.PathLike | None = No
         dataset.splits[split] = _split_cases(images_dir, labels_dir, spec.in_channels)
     if not dataset.splits.get("train"):
         raise DataError(f"{root}: no training split found")
+    check_disjoint_splits(dataset.splits, root)
     log.info("dataset %s (%s layout): %s", root, layout,
              ", ".join(f"{s} {len(c)}" for s, c in dataset.splits.items()))
     return dataset

@@ -32,6 +32,7 @@ from medcl.training.components import (
 )
 from medcl.training.config import RESOLVED_KEY, TrainConfig
 from medcl.training.data import TrainingData
+from medcl.training.interrupt import PeriodicSave, StopSignal, interrupted
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
 from medcl.training.schedule import LRSchedule
 from medcl.training.validation import validate
@@ -190,7 +191,12 @@ class Trainer:
                       "dice": result and result["dice"]})
         distributed.barrier()
 
-    def run(self) -> dict:
+    def run(self, stop: StopSignal | None = None) -> dict:
+        """Train to ``iterations`` (or the budget), validating and checkpointing on the way.
+
+        Raises:
+            Interrupted: once ``stop`` has seen SIGTERM/SIGINT, after ``last.pt`` was saved.
+        """
         cfg, state = self.cfg, self.state
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,6 +207,7 @@ class Trainer:
         start = time.monotonic() - state["elapsed_seconds"]
         window_start, window_slices = time.monotonic(), 0
         validated_at = None
+        autosave = PeriodicSave(cfg.checkpoint_minutes, state["elapsed_seconds"])
         try:
             while state["step"] < cfg.iterations:
                 if self.max_seconds and state["elapsed_seconds"] >= self.max_seconds:
@@ -223,7 +230,15 @@ class Trainer:
                 if cfg.val_interval and state["step"] % cfg.val_interval == 0:
                     self.validate()
                     validated_at = state["step"]
+                    autosave.saved(state["elapsed_seconds"])
                     window_start, window_slices = time.monotonic(), 0
+                elif autosave.due(state["elapsed_seconds"]):
+                    self.save("last")
+                    autosave.saved(state["elapsed_seconds"])
+                signum = stop.agreed(self.device) if stop is not None else None
+                if signum is not None:
+                    self.save("last")
+                    raise interrupted(signum, state["step"], self.run_dir)
             if validated_at != state["step"]:
                 self.validate()
         finally:

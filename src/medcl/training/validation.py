@@ -17,8 +17,7 @@ def validate(predictor: Predictor, cases: list[PreparedCase]) -> dict:
     spec = predictor.spec
     per_case = {}
     for case in cases:
-        probs = predictor.predict_volume(case.reference, slices=case.image)
-        pred = probs.argmax(axis=-1)
+        pred = predictor.label_volume(case.reference, slices=case.image)
         per_case[case.case_id] = {name: dice(pred == k, case.dense_labels == k)
                                   for k, name in enumerate(spec.class_names) if k > 0}
     names = spec.foreground_names
