@@ -201,6 +201,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_scribble(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from medcl.data.labels import LabelSpec
     from medcl.data.scribble_files import named_options, scribble_folder
 
@@ -211,8 +213,10 @@ def cmd_scribble(args: argparse.Namespace) -> int:
                  if k in names}
     options = named_options(spec, classes=args.classes, as_background=args.as_background,
                             **overrides)
-    written = scribble_folder(args.input, args.output, spec, options=options, seed=args.seed,
-                              overwrite=args.overwrite)
+    with tqdm(unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
+        written = scribble_folder(args.input, args.output, spec, options=options,
+                                  seed=args.seed, overwrite=args.overwrite,
+                                  progress=lambda case: bar.update(1))
     print(f"wrote {len(written)} scribble files to {args.output}")
     return 0
 
