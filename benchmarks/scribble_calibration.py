@@ -41,6 +41,8 @@ IGNORE = 99
 MSCMR_CLASSES = ("background", "RV", "myo", "LV")
 MSCMR_IGNORE = 4
 PERCENT = 100.0
+NEAR_MM = 10.0             # background strokes nearer the foreground than this count as "near"
+CENTRE_WINDOW = 3          # a stroke's centre line: local maxima of its depth in 3x3 pixels
 # The MSCMR annotators drew wider, closed strokes and a wide background loop far from the
 # heart: the second MSCMR column simulates that style by overriding the (MyoPS-calibrated)
 # defaults.
@@ -63,7 +65,7 @@ def _stroke_shape(stroke: np.ndarray, spacing) -> tuple[float, float]:
     """Width (mm) of one slice's strokes (twice the depth of their centre line, less a voxel)
     and length (mm) = area / width."""
     depth = _plane_distance(stroke[..., None], spacing)[..., 0]
-    centre = stroke & (depth >= ndimage.maximum_filter(depth, size=3))
+    centre = stroke & (depth >= ndimage.maximum_filter(depth, size=CENTRE_WINDOW))
     width = float(np.mean(2 * depth[centre] - spacing[0]))
     return width, float(stroke.sum()) * spacing[0] * spacing[1] / width
 
@@ -99,7 +101,7 @@ def dense_metrics(scribble: np.ndarray, dense: np.ndarray, spacing, cls: int) ->
         foreground = dense != 0
         away = _plane_distance(~foreground, spacing)[stroke]
         out["distance_from_foreground_mm"] = float(np.median(away)) if away.size else None
-        out["within_10mm_pct"] = PERCENT * float((away <= 10).mean()) if away.size else None
+        out["within_10mm_pct"] = PERCENT * float((away <= NEAR_MM).mean()) if away.size else None
         out["on_foreground_pct"] = PERCENT * float(foreground[stroke].mean()) if away.size else None
     else:
         depth = _plane_distance(structure, spacing)[stroke & structure]
