@@ -39,6 +39,9 @@ from medcl.runtime.precision import FastForward, resolve_precision
 
 log = logging.getLogger(__name__)
 
+#: pixels per forward pass at most (16 slices of 256 x 256): bounds the activations' memory
+MAX_BATCH_PIXELS = 16 * 256 * 256
+
 PROBS_DIR = "probs"
 OVERLAY_DIR = "overlays"
 #: files an earlier ``medcl evaluate`` may have left beside predictions.
@@ -53,7 +56,8 @@ class Predictor:
         spec: label definition of the training data.
         preprocess: the preprocessing used in training.
         device: where to run the network.
-        batch_size: slices per forward pass.
+        batch_size: slices per forward pass (fewer for slices larger than 256 x 256, so that a
+            pass holds at most ``MAX_BATCH_PIXELS`` pixels).
         flip_tta: average the probabilities over horizontal/vertical flips.
         geometry: the geometry policy for the channels of an input (:mod:`medcl.data.geometry`).
     """
@@ -122,9 +126,11 @@ class Predictor:
         was_training = self.model.training
         self.model.eval()
         padded, (h, w) = pad_to_multiple(slices, self.size_divisor)
+        # large slices (a 512 x 512 CT) go fewer at a time: the activations stay bounded
+        step = max(1, min(self.batch_size, MAX_BATCH_PIXELS // (h * w)))
         out = []
-        for start in range(0, padded.shape[0], self.batch_size):
-            batch = padded[start:start + self.batch_size].to(self.device)
+        for start in range(0, padded.shape[0], step):
+            batch = padded[start:start + step].to(self.device)
             out.append(self._forward(batch)[..., :h, :w].float().cpu())
         self.model.train(was_training)
         return torch.cat(out)
@@ -145,7 +151,8 @@ class Predictor:
 
     def label_volume(self, image: Volume, slices: torch.Tensor | None = None, *,
                      largest_component: bool = False) -> np.ndarray:
-        """Class indices ``(X, Y, Z)`` on the input grid of ``image (X, Y, Z, C)``.
+        """Class indices ``(X, Y, Z)`` (uint8 up to 256 classes) on the input grid of
+        ``image (X, Y, Z, C)``.
 
         Unlike :meth:`predict_volume` it never holds the whole volume's probabilities: each
         batch of slices is predicted, resampled back and reduced to its argmax before the next,
@@ -165,7 +172,7 @@ class Predictor:
             labels[~mask] = BACKGROUND
         if largest_component:
             labels = keep_largest_component(labels, self.spec.num_classes)
-        return labels.astype(np.int64, copy=False)
+        return labels
 
     def segment(self, probs: np.ndarray, *, largest_component: bool = False) -> np.ndarray:
         """Class indices ``(X, Y, Z)`` from probabilities ``(X, Y, Z, K)``."""
