@@ -72,21 +72,22 @@ def main() -> None:
         print(json.dumps(phase(args.phase, Path(args.folder))))
         return
     from medcl.data.synthetic_ct import generate_ct_dataset
+    from medcl.runtime.cpu import cpu_info
 
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                            capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "ct"
         start = time.perf_counter()
         generate_ct_dataset(folder, num_cases=1, shape=tuple(args.shape), spacing=SPACING)
-        record = {"command": " ".join(["python"] + sys.argv), "shape": list(args.shape),
+        record = {"command": " ".join(["python"] + sys.argv), "commit": commit,
+                  "machine": f"{cpu_info().model}, 2 cores", "shape": list(args.shape),
                   "spacing_mm": SPACING, "generate_seconds": time.perf_counter() - start}
         for name in ("preprocess", "predict"):
             proc = subprocess.run([sys.executable, __file__, "--phase", name, "--folder",
                                    str(folder)], capture_output=True, text=True, check=True)
             record[name] = json.loads(proc.stdout.strip().splitlines()[-1])
             print(name, record[name], flush=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
-    record["commit"] = commit
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
