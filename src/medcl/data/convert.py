@@ -51,6 +51,8 @@ def nnunet_dataset_json(spec: LabelSpec, num_training: int, name: str) -> dict:
            "labels": labels, "numTraining": num_training, "file_ending": FILE_ENDING}
     if spec.groups:
         out["groups"] = {g: list(m) for g, m in spec.groups.items()}
+    if spec.windows:
+        out["intensity"] = {n: {"window": list(w)} for n, w in spec.windows.items()}
     return out
 
 

@@ -73,6 +73,11 @@ class LabelSpec:
         label_values: on-disk value of each class index.
         ignore_value: on-disk value of unlabelled pixels, or ``None`` if the dataset has none.
         channel_names: name of each input channel (``len`` = ``in_channels``).
+        kinds: the coding of each kind of label file (dense, scribble, ...).
+        groups: evaluation groupings, group name -> member classes.
+        windows: intensity window ``(low, high)`` of a channel, by channel name (CT in
+            Hounsfield units): the channel is clipped to it and scaled to [0, 1] with these
+            fixed, per-dataset bounds instead of per-volume statistics.
     """
 
     class_names: tuple[str, ...]
@@ -81,8 +86,14 @@ class LabelSpec:
     channel_names: tuple[str, ...] = ("image",)
     kinds: dict[str, LabelKind] = field(default_factory=dict)
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, (low, high) in self.windows.items():
+            if name not in self.channel_names or not low < high:
+                raise ConfigError(f"intensity window of {name!r} must name a channel "
+                                  f"({', '.join(self.channel_names)}) and have low < high, "
+                                  f"got ({low}, {high})")
         if len(self.class_names) < 2:
             raise ConfigError(f"need a background and at least one class, got {self.class_names}")
         if len(self.class_names) != len(self.label_values):
@@ -181,7 +192,13 @@ class LabelSpec:
             out["label_kinds"] = {n: k.to_dict() for n, k in self.kinds.items()}
         if self.groups:
             out["groups"] = {n: list(m) for n, m in self.groups.items()}
+        if self.windows:
+            out["intensity"] = {n: {"window": list(w)} for n, w in self.windows.items()}
         return out
+
+    def channel_windows(self) -> tuple[tuple[float, float] | None, ...]:
+        """The intensity window of each channel index, ``None`` where it has none."""
+        return tuple(self.windows.get(name) for name in self.channel_names)
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "label definition") -> "LabelSpec":
@@ -213,7 +230,8 @@ class LabelSpec:
                        label_values=tuple(v for v, _ in items), ignore_value=ignore,
                        channel_names=channel_names,
                        kinds=_parse_kinds(data.get("label_kinds", {}), source),
-                       groups=_parse_groups(data.get("groups", {}), source))
+                       groups=_parse_groups(data.get("groups", {}), source),
+                       windows=_parse_windows(data.get("intensity", {}), source))
         except ConfigError as exc:
             if str(exc).startswith(source):
                 raise
@@ -259,3 +277,19 @@ def _parse_groups(data, source: str) -> dict[str, tuple[str, ...]]:
     if not isinstance(data, dict) or not all(isinstance(m, list) for m in data.values()):
         raise ConfigError(f"{source}: 'groups' must map a group name to a list of class names")
     return {name: tuple(members) for name, members in data.items()}
+
+
+def _parse_windows(data, source: str) -> dict[str, tuple[float, float]]:
+    """``{"CT": {"window": [-175, 250]}}`` -> ``{"CT": (-175.0, 250.0)}``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: 'intensity' must map a channel name to "
+                          '{"window": [low, high]}')
+    windows = {}
+    for name, spec in data.items():
+        window = spec.get("window") if isinstance(spec, dict) else None
+        if (not isinstance(window, list) or len(window) != 2
+                or not all(isinstance(v, (int, float)) for v in window)):
+            raise ConfigError(f"{source}: intensity of {name!r} needs \"window\": [low, high] "
+                              f"in the image's units, got {spec!r}")
+        windows[name] = (float(window[0]), float(window[1]))
+    return windows

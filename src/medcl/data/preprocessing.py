@@ -43,12 +43,16 @@ class PreprocessConfig:
             statistics and set to 0 after normalising, its unlabelled pixels are labelled
             background in training, and predictions there are background (nnU-Net's nonzero
             mask, for zero-filled MR acquisitions).
+        windows: per channel index, an intensity window ``(low, high)`` or ``None``: a channel
+            with a window is clipped to it and scaled to [0, 1] (fixed per-dataset bounds, e.g.
+            a CT window in Hounsfield units) instead of ``normalization``.
     """
 
     target_spacing: float | None = None
     normalization: str = "zscore"
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
     nonzero_mask: bool = False
+    windows: tuple[tuple[float, float] | None, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target_spacing is not None and not self.target_spacing > 0:
@@ -97,6 +101,15 @@ def has_zero_filled_borders(images: Sequence[np.ndarray]) -> tuple[bool, list[fl
     return bool(fractions) and float(np.median(fractions)) >= ZERO_FILL_MIN_FRACTION, fractions
 
 
+def window_intensity(channel: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Clip ``channel`` to ``window = (low, high)`` and scale it to [0, 1], float32."""
+    low, high = window
+    out = np.clip(channel.astype(np.float32), low, high)
+    out -= np.float32(low)
+    out /= np.float32(high - low)
+    return out
+
+
 def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig,
                         mask: np.ndarray | None = None) -> np.ndarray:
     """Normalise ``image (X, Y, Z, C)`` per channel over the whole volume; float32 out.
@@ -106,6 +119,12 @@ def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig,
     """
     out = np.empty(image.shape, dtype=np.float32)
     for c in range(image.shape[-1]):
+        window = cfg.windows[c] if c < len(cfg.windows) else None
+        if window is not None:
+            out[..., c] = window_intensity(image[..., c], window)
+            if mask is not None:
+                out[..., c][~mask] = 0.0
+            continue
         chan = image[..., c].astype(np.float32)
         values = chan[mask] if mask is not None and mask.any() else chan
         if cfg.clip_percentiles is not None:

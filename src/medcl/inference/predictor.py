@@ -106,7 +106,8 @@ class Predictor:
         model = FastForward(model, precision=chosen, channels_last=cfg.get("channels_last", False))
         preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
                                       normalization=cfg["normalization"],
-                                      nonzero_mask=cfg.get("nonzero_mask", False))
+                                      nonzero_mask=cfg.get("nonzero_mask", False),
+                                      windows=spec.channel_windows())
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
         kwargs.setdefault("geometry", cfg.get("geometry", "auto"))
         log.info("loaded %s (step %d)", path, state.get("step", -1))

@@ -64,9 +64,9 @@ def load_training_data(cfg: TrainConfig, *, cache_dir: Path | None = None
         log.info("target spacing: median of the training images, %.5f mm", cfg.target_spacing)
     if cfg.nonzero_mask is None:
         cfg = replace(cfg, nonzero_mask=detect_zero_filling(dataset, cfg.geometry))
-    preprocess = PreprocessConfig(target_spacing=cfg.target_spacing, normalization=cfg.normalization,
-                                  nonzero_mask=cfg.nonzero_mask)
     spec = dataset.spec
+    preprocess = PreprocessConfig(target_spacing=cfg.target_spacing, normalization=cfg.normalization,
+                                  nonzero_mask=cfg.nonzero_mask, windows=spec.channel_windows())
     scribbled = select_scribbled(dataset.cases("train"), num_scribbled=cfg.num_scribbled,
                                  scribbled_cases=cfg.scribbled_cases)
     notes = GeometryNotes()
