@@ -116,3 +116,11 @@ def test_writing_a_series_keeps_the_locale(tmp_path):
     before = locale.setlocale(locale.LC_ALL)
     save_series(tmp_path / "s", volume(), AFFINE)
     assert locale.setlocale(locale.LC_ALL) == before
+
+
+def test_non_positive_spacing_is_refused(tmp_path, monkeypatch):
+    sitk = pytest.importorskip("SimpleITK")
+    save_series(tmp_path / "s", volume(), AFFINE)
+    monkeypatch.setattr(sitk.Image, "GetSpacing", lambda self: (0.0, 1.0, 2.0))
+    with pytest.raises(DataError, match=r"voxel size \(0.0, 1.0, 2.0\) mm is not positive"):
+        load_series(tmp_path / "s")

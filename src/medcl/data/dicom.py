@@ -147,6 +147,10 @@ def load_series(folder: str | os.PathLike, *, kind: str = "image") -> Volume:
         raise DataError(f"{folder}: expected a 3D single-component series, got "
                         f"{image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} "
                         "components per voxel")
+    spacing = tuple(float(v) for v in image.GetSpacing())
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise DataError(f"{folder}: voxel size {spacing} mm is not positive; fix the series' "
+                        "PixelSpacing/slice positions (medcl will not guess a spacing)")
     data = check_voxels(sitk.GetArrayFromImage(image).transpose(2, 1, 0), kind, folder)
     affine = series_affine(image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     header = nib.Nifti1Image(np.zeros((1, 1, 1), np.uint8), affine).header
