@@ -4,9 +4,25 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test env clean
+.PHONY: demo test env web clean
 
-env: $(STAMP)
+# The annotate page (web/ -> src/medcl/annotate/static/, committed) is rebuilt, and the
+# browser tests' playwright-core installed, only where npm is present; without it the
+# committed bundle is served and the browser tests skip with the reason.
+NPM := $(shell command -v npm 2>/dev/null)
+WEB_STAMP := web/node_modules/.built
+WEB_SOURCES := web/package.json web/package-lock.json web/build.mjs $(wildcard web/src/*.js)
+ifneq ($(NPM),)
+WEB_DEPS := $(WEB_STAMP)
+endif
+
+env: $(STAMP) $(WEB_DEPS)
+
+web: $(WEB_STAMP)
+
+$(WEB_STAMP): $(WEB_SOURCES)
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build --silent
+	touch $(WEB_STAMP)
 
 # torch is installed on its own, pinned, first: the pinned CPU wheel is found locally, and
 # nothing later can pull another torch build through a version range.
@@ -22,8 +38,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/medcl demo --out demo_run --overwrite
 
-test: $(STAMP)
+test: $(STAMP) $(WEB_DEPS)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo_run .pytest_cache
+	rm -rf $(VENV) demo_run .pytest_cache web/node_modules

@@ -26,13 +26,16 @@ import torch
 
 from medcl.data.labels import LabelSpec
 from medcl.evaluation.evaluate import evaluate_folders
+from medcl.evaluation.metrics import HD95_CONVENTIONS, HD95_MEDPY
 from medcl.inference.predictor import Predictor, predict_path
+from medcl.runtime.cpu import cpu_info, kernel_path
 from medcl.training.config import METHODS, TrainConfig
 from medcl.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "examples" / "mscmr.json"
 SETTINGS = {"all25": None, "few5": 5}
+DEFAULT_SEED = 42
 
 
 def git_commit() -> str:
@@ -48,9 +51,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def run(args: argparse.Namespace, data: Path) -> dict:
     model = (json.loads(args.options) if args.options else {}).get("model", "unet")
-    tag = ("" if model == "unet" else f"_{model}") + (f"_{args.tag}" if args.tag else "")
-    name = f"mscmr_{args.setting}_{args.method}{tag}_{args.minutes:g}min"
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / name
+    tag = (("" if model == "unet" else f"_{model}") + (f"_{args.tag}" if args.tag else "")
+           + (f"_seed{args.seed}" if args.seed != DEFAULT_SEED else ""))
+    run_name = f"mscmr_{args.setting}_{args.method}{tag}_{args.minutes:g}min"
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / run_name
+    # another HD95 convention than the default: a result file of its own
+    name = run_name + (f"_hd95{args.hd95}" if args.hd95 != HD95_MEDPY else "")
     if args.evaluate_only:  # a finished run: take its configuration and outcome from its files
         cfg = TrainConfig.from_file(run_dir / "config.json")
         last = read_metrics(run_dir)
@@ -77,7 +83,7 @@ def run(args: argparse.Namespace, data: Path) -> dict:
     spec = LabelSpec.from_file(LABELS)
     summary = evaluate_folders(data / "TestSet" / "labels", run_dir / "test_pred",
                                class_values=dict(zip(spec.foreground_names, spec.label_values[1:])),
-                               out_dir=run_dir / "test_eval")
+                               out_dir=run_dir / "test_eval", hd95_convention=args.hd95)
     records = read_metrics(run_dir)
     steps = [r for r in records if r["event"] == "step"]
     return {"name": name, "method": args.method, "setting": args.setting,
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace, data: Path) -> dict:
             "test_predict_s_per_volume": round(predict_wall / len(summary["cases"]), 2)
             if summary.get("cases") else None,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "hd95_convention": summary["hd95_convention"],
             "test_mean": summary["mean"], "test_std": summary["std"],
             "test_mean_foreground_dice": summary["mean_foreground_dice"],
             "val_curve_minutes_dice": [(round(r["elapsed"] / 60, 2), r["mean_dice"])
@@ -110,16 +117,21 @@ def main() -> None:
     parser.add_argument("--target-spacing", type=float, default=1.36719)
     parser.add_argument("--val-interval", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="another seed than the default adds '_seed<N>' to the result name")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--hd95", choices=HD95_CONVENTIONS, default=HD95_MEDPY,
+                        help="HD95 convention (docs/metrics.md); a non-default one adds "
+                             "'_hd95<name>' to the result name (--evaluate-only: re-score a run)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
     record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
               "torch": torch.__version__, "threads": args.threads,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                         f"{platform.processor() or 'cpu'}",
+                         f"{cpu_info().model or platform.processor() or 'cpu'}, torch kernels "
+                         f"{kernel_path()}",
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), **run(args, data)}
     out = Path(args.results) / f"{record['name']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,21 @@
-"""Speed and memory on this machine: training throughput (pCE and MedCL steps) with the
-achieved FLOP rate against the machine's peak, the data-loading share of a step, and UNet
-inference time and peak memory per MSCMR test volume.
+"""Speed and memory on this machine, in under two minutes.
 
-    python benchmarks/speed.py --precision bf16 --channels-last
+Parts (``--part``):
 
-Writes ``benchmarks/results/speed_{precision}[_compile].json`` (``--compile``: torch.compile).
-Uses the real MSCMR data (``$MEDCL_DATA/MSCMR_dataset``), the few-scribble setting, the README's
-default model.
+* ``kernel``: one forward + backward + AdamW step of the default UNet on random
+  ``batch x crop x crop`` slices, for every configuration in ``--configs`` (precision x memory
+  layout), the configurations interleaved round by round so that they share the machine's
+  state; median seconds, achieved GFLOP/s and the fraction of the derived peak
+  (``benchmarks/cpu_peak.py``). This is the harness for comparing speed choices.
+* ``train``: pCE and MedCL trainer steps on the real MSCMR data (few-scribble setting), with the
+  data-loading share of a step.
+* ``infer``: UNet inference time and peak memory per MSCMR test volume (its own process).
+
+    python benchmarks/speed.py                       # kernel + train + infer, precision auto
+    python benchmarks/speed.py --part kernel --configs fp32 fp32+cl bf16 bf16+cl
+
+Writes ``benchmarks/results/speed_{part}_{cpu tag}.json`` naming the machine (CPU model, flags,
+the kernel path torch dispatches to), the commit and the command.
 """
 
 from __future__ import annotations
@@ -16,34 +25,44 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from cpu_peak import matmul_gflops, peak
 from torch.utils.flop_counter import FlopCounterMode
+
+from medcl.runtime.cpu import cpu_info, kernel_path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
 LABELS = REPO / "examples" / "mscmr.json"
-#: FLOPs per cycle per core. AMD Zen 4 executes AVX-512 on two 256-bit FMA pipes:
-#: fp32 2 pipes x 8 lanes x 2 (multiply + add) = 32; bf16 VDPBF16PS 2 pipes x 16 pairs x 2 = 64.
-FLOPS_PER_CYCLE = {"fp32": 32, "bf16": 64}
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+KERNEL_ROUNDS = 5
 
 
 def machine() -> dict:
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    mhz = next(float(line.split(":")[1]) for line in info if line.startswith("cpu MHz"))
-    model = next(line.split(":")[1].strip() for line in info if line.startswith("model name"))
-    flags = next(line.split(":")[1] for line in info if line.startswith("flags")).split()
-    return {"cpu": model, "cores": os.cpu_count(), "mhz": mhz,
-            "avx512_bf16": "avx512_bf16" in flags, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version()}
+    info = cpu_info()
+    return {"cpu": info.model, "vendor": info.vendor, "family": info.family,
+            "cores": os.cpu_count(), "mhz": info.mhz,
+            "flags": sorted(f for f in VECTOR_FLAGS if f in info.flags),
+            "native_bf16": info.native_bf16, "torch_kernel_path": kernel_path(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version()}
 
 
-def peak_gflops(facts: dict, precision: str) -> float:
-    return facts["cores"] * facts["mhz"] / 1e3 * FLOPS_PER_CYCLE[precision]
+def cpu_tag() -> str:
+    info = cpu_info()
+    words = [w for w in info.model.replace("(R)", "").replace("(TM)", "").split() if w.isalnum()]
+    return "_".join(words[:3]).lower() + ("_bf16" if info.native_bf16 else "")
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
 
 
 def peak_rss_mib() -> float:
@@ -55,14 +74,56 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measured_matmul_gflops(precision: str, size: int = 2048, repeats: int = 5) -> float:
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+def parse_config(text: str) -> tuple[str, bool]:
+    """``"bf16+cl"`` -> ``("bf16", True)``: a precision and, with ``+cl``, channels-last."""
+    precision, _, layout = text.partition("+")
+    return precision, layout == "cl"
+
+
+def kernel(args: argparse.Namespace) -> dict:
+    """Median step time of each configuration, interleaved round by round."""
+    from medcl.models import build_model
+    from medcl.runtime.precision import FastForward
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch_size, 1, args.crop_size, args.crop_size, generator=generator)
+    y = torch.randint(0, 4, (args.batch_size, args.crop_size, args.crop_size), generator=generator)
+    steps, flops = {}, {}
+    for name in args.configs:
+        precision, channels_last = parse_config(name)
+        torch.manual_seed(0)
+        model = build_model("unet", in_channels=1, num_classes=4)
+        steps[name] = (FastForward(model, precision=precision, channels_last=channels_last),
+                       torch.optim.AdamW(model.parameters()))
+    times: dict[str, list[float]] = {name: [] for name in args.configs}
+
+    def step(name: str) -> None:
+        net, optimizer = steps[name]
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for name in args.configs:  # warm-up (oneDNN primitive creation) and FLOP count
+        step(name)
+        with FlopCounterMode(display=False) as counter:
+            step(name)
+        flops[name] = counter.get_total_flops()
+    for _ in range(args.rounds):
+        for name in args.configs:
+            start = time.perf_counter()
+            step(name)
+            times[name].append(time.perf_counter() - start)
+    facts = peak(cpu_info(), os.cpu_count())
+    result = {}
+    for name in args.configs:
+        precision, _ = parse_config(name)
+        median = statistics.median(times[name])
+        gflops = flops[name] / median / 1e9
+        result[name] = {"seconds_median": median, "seconds": times[name],
+                        "flops_per_step": flops[name], "achieved_gflops": gflops,
+                        "fraction_of_peak": gflops / facts["gflops"][precision]}
+    return result
 
 
 def trainer_for(method: str, args: argparse.Namespace, run_dir: Path):
@@ -129,16 +190,49 @@ def inference(args: argparse.Namespace, run_dir: Path) -> dict:
             "peak_rss_mib": peak_rss_mib()}
 
 
+def record_header(args: argparse.Namespace) -> dict:
+    facts = peak(cpu_info(), os.cpu_count())
+    return {"command": " ".join(["python"] + sys.argv), "commit": commit(), "machine": machine(),
+            "peak_gflops": facts["gflops"], "peak_derivation": facts["derivation"],
+            "matmul_gflops": {p: matmul_gflops(p) for p in ("fp32", "bf16")},
+            "batch_size": args.batch_size, "crop_size": args.crop_size}
+
+
+def train_part(args: argparse.Namespace, run_dir: Path, header: dict) -> dict:
+    results = {}
+    for method in ("pce", "medcl"):
+        trainer = trainer_for(method, args, run_dir / method)
+        result = time_steps(trainer, args.steps)
+        precision = trainer.precision
+        result["precision"] = precision
+        result["fraction_of_peak"] = result["achieved_gflops"] / header["peak_gflops"][precision]
+        result["fraction_of_matmul"] = (result["achieved_gflops"]
+                                        / header["matmul_gflops"][precision])
+        result["peak_rss_mib_so_far"] = peak_rss_mib()
+        results[method] = result
+        if method == "pce":  # a checkpoint for the inference part
+            run_dir.mkdir(parents=True, exist_ok=True)
+            trainer.run_dir = run_dir
+            trainer.save("last")
+            (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict()))
+        print(method, json.dumps(result), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="train/infer parts")
+    parser.add_argument("--channels-last", action="store_true", help="train/infer parts")
+    parser.add_argument("--compile", action="store_true", help="torch.compile (train part)")
+    parser.add_argument("--configs", nargs="+", default=["fp32", "fp32+cl", "bf16", "bf16+cl"],
+                        help="kernel part: precision[+cl] configurations compared in one run")
+    parser.add_argument("--rounds", type=int, default=KERNEL_ROUNDS, help="kernel part")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=192)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--part", choices=("all", "train", "infer"), default="all")
+    parser.add_argument("--steps", type=int, default=3, help="train part: timed steps")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--part", choices=("all", "kernel", "train", "infer"), default="all")
     parser.add_argument("--run", default=str(REPO / "runs" / "speed"),
                         help="scratch run folder (a checkpoint for the inference part)")
     parser.add_argument("--save", help="with --part infer: also write "
@@ -146,48 +240,32 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run)
+    start = time.perf_counter()
     if args.part == "infer":  # separate process, so its peak memory is its own
         result = inference(args, run_dir)
         if args.save:
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
-                                    text=True).stdout.strip()
             model = json.loads((run_dir / "config.json").read_text()).get("model", "unet")
-            record = {"command": " ".join(["python"] + sys.argv), "commit": commit,
-                      "torch": torch.__version__, "threads": args.threads, "machine": machine(),
-                      "model": model, "precision": args.precision, "inference": result}
+            record = {"command": " ".join(["python"] + sys.argv), "commit": commit(),
+                      "machine": machine(), "model": model, "precision": args.precision,
+                      "inference": result}
             out = REPO / "benchmarks" / "results" / f"speed_infer_{args.save}.json"
             out.write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps(result))
         return
-    facts = machine()
-    record = {"command": " ".join(["python"] + sys.argv), "machine": facts,
-              "peak_gflops": {p: peak_gflops(facts, p) for p in FLOPS_PER_CYCLE},
-              "peak_derivation": f"{facts['cores']} cores x {facts['mhz']:.0f} MHz (/proc/cpuinfo; "
-                                 f"the boost clock of this VM is not visible) x FLOP/cycle "
-                                 f"{FLOPS_PER_CYCLE} (Zen 4: two 256-bit FMA pipes)",
-              "matmul_gflops": {p: measured_matmul_gflops(p) for p in FLOPS_PER_CYCLE},
-              "precision": args.precision, "channels_last": args.channels_last,
-              "compile": args.compile, "train": {}}
-    for method in ("pce", "medcl"):
-        trainer = trainer_for(method, args, run_dir / method)
-        result = time_steps(trainer, args.steps)
-        result["fraction_of_peak"] = result["achieved_gflops"] / record["peak_gflops"][args.precision]
-        result["fraction_of_matmul"] = (result["achieved_gflops"]
-                                        / record["matmul_gflops"][args.precision])
-        result["peak_rss_mib_so_far"] = peak_rss_mib()
-        record["train"][method] = result
-        if method == "pce":
-            run_dir.mkdir(parents=True, exist_ok=True)
-            trainer.run_dir = run_dir
-            trainer.save("last")
-            (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict()))
-        print(method, json.dumps(result), flush=True)
-    proc = subprocess.run([sys.executable, __file__, "--part", "infer", "--run", str(run_dir),
-                           "--precision", args.precision, "--threads", str(args.threads)],
-                          capture_output=True, text=True, check=True)
-    record["inference_unet"] = json.loads(proc.stdout.strip().splitlines()[-1])
-    suffix = "_compile" if args.compile else ""
-    out = REPO / "benchmarks" / "results" / f"speed_{args.precision}{suffix}.json"
+    record = record_header(args)
+    if args.part in ("all", "kernel"):
+        record["kernel"] = kernel(args)
+        print("kernel", json.dumps({k: round(v["seconds_median"], 3)
+                                    for k, v in record["kernel"].items()}), flush=True)
+    if args.part in ("all", "train"):
+        record.update(precision=args.precision, channels_last=args.channels_last,
+                      compile=args.compile, train=train_part(args, run_dir, record))
+        proc = subprocess.run([sys.executable, __file__, "--part", "infer", "--run", str(run_dir),
+                               "--precision", args.precision, "--threads", str(args.threads)],
+                              capture_output=True, text=True, check=True)
+        record["inference_unet"] = json.loads(proc.stdout.strip().splitlines()[-1])
+    record["wall_seconds"] = time.perf_counter() - start
+    out = REPO / "benchmarks" / "results" / f"speed_{args.part}_{cpu_tag()}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
 

@@ -55,6 +55,6 @@ def tiny_config(data: Path, **overrides):
 
     base = dict(data=str(data), crop_size=32, batch_size=2, iterations=6, val_interval=3,
                 log_interval=1, widths=[4, 8, 16], warmup_steps=2, num_threads=1,
-                device="cpu", infer_batch_size=4)
+                device="cpu", infer_batch_size=4, precision="fp32")
     base.update(overrides)
     return TrainConfig(**base)

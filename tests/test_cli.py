@@ -102,8 +102,16 @@ def test_predict_bad_input(problem, trained_run, tmp_path, capsys):
         write_nifti(bad, np.ones((40, 40, 3, 2), np.float32))
         expect = [str(bad), "expected a 3D volume"]
     out = tmp_path / "out"
-    assert main(["predict", "-i", str(folder), "-o", str(out), "-m", str(trained_run)]) == 2
-    _one_line_error(capsys, *expect)
+    code = main(["predict", "-i", str(folder), "-o", str(out), "-m", str(trained_run)])
+    if problem in ("missing", "empty"):
+        assert code == 2
+        _one_line_error(capsys, *expect)
+    else:  # one bad case: the good one is still predicted, the failure listed, exit 1
+        assert code == 1
+        captured = capsys.readouterr()
+        failed = [line for line in captured.err.splitlines() if "case zbad failed" in line]
+        assert len(failed) == 1 and all(fragment in failed[0] for fragment in expect)
+        assert (out / "good.nii.gz").is_file() and "1 cases failed" in captured.out
     leftovers = [p.name for p in out.glob("*")] if out.exists() else []
     assert all(name.endswith(".nii.gz") and ".tmp" not in name for name in leftovers)
 

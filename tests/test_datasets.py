@@ -93,8 +93,12 @@ def test_image_label_shape_mismatch(tmp_path):
     labp = write_nifti(tmp_path / "x_gt.nii.gz", np.zeros((6, 7, 2), np.uint8))
     with pytest.raises(DataError, match="x_gt.nii.gz: shape"):
         load_case(Case("x", (img,), labp), spec, PreprocessConfig())
+    # unit spacing at the origin: a header without geometry is put on the image's grid
     labp = write_nifti(tmp_path / "y_gt.nii.gz", np.zeros((6, 6, 2), np.uint8), affine=np.eye(4))
-    with pytest.raises(DataError, match="y_gt.nii.gz: affine differs"):
+    load_case(Case("x", (img,), labp), spec, PreprocessConfig())
+    # a real conflict (other spacing, both headers valid) stays an error
+    labp = write_nifti(tmp_path / "z_gt.nii.gz", np.zeros((6, 6, 2), np.uint8), spacing=(1.5, 1.5, 4.0))
+    with pytest.raises(DataError, match="z_gt.nii.gz: affine differs .*spacing"):
         load_case(Case("x", (img,), labp), spec, PreprocessConfig())
 
 

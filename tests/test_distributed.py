@@ -34,14 +34,16 @@ def _worker(rank: int, world: int, port: int, cfg: dict, run_dir: str) -> None:
 
 
 def _dense_dataset(tiny_dataset, tmp_path):
-    """The tiny dataset with its dense validation labels as training labels."""
+    """The tiny dataset with its dense test cases moved into the training split (a case in
+    two splits is refused as a leak)."""
     import shutil
 
     root = tmp_path / "dense"
     shutil.copytree(tiny_dataset, root)
     for folder in ("images", "labels"):
         shutil.rmtree(root / "train" / folder)
-        shutil.copytree(root / "TestSet" / folder, root / "train" / folder)
+        shutil.move(root / "TestSet" / folder, root / "train" / folder)
+    shutil.rmtree(root / "TestSet")
     return root
 
 

@@ -84,7 +84,7 @@ def test_class_names_from_option(folders):
     summary = evaluate_folders(gt, pred, class_values={"LV": 1, "Myo": 2})
     assert set(summary["mean"]) == {"LV", "Myo"}
     text = format_markdown(summary)
-    for expected in ("| LV |", "| Myo |", "Mean (foreground)", "LV Dice", "Myo HD95 (mm)"):
+    for expected in ("| LV |", "| Myo |", "Mean (foreground)", "LV Dice", "Myo HD95 medpy (mm)"):
         assert expected in text
 
 
@@ -149,6 +149,7 @@ def test_missing_folder(folders, tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"overlay_dir": "x"}, "both overlay_dir and image_dir"),
     ({"num_overlay_slices": 0}, "num_overlay_slices"),
+    ({"hd95_convention": "max"}, "hd95_convention: unknown HD95 convention .max.; choose one"),
     ({"class_values": {"bg": 0}}, "foreground"),
     ({"class_values": {"LV": "one"}}, "non-integer"),
 ])
@@ -177,3 +178,41 @@ def test_overlay_image_geometry_checked(folders, tmp_path):
     write(images / "subject1_DE.nii.gz", np.zeros((6, 6, 3), np.float32))
     with pytest.raises(DataError, match="subject1_DE.nii.gz: shape"):
         evaluate_folders(gt, pred, overlay_dir=tmp_path / "png", image_dir=images)
+
+
+def test_grouped_dice_is_the_union_of_the_classes(folders):
+    """subject1: union gt 6, pred 6 voxels, overlap 5 -> 10/12; subject2: 8/10 (class 2 missed)."""
+    gt, pred = folders
+    summary = evaluate_folders(gt, pred, groups={"Both": [1, 2], "Two": [2]})
+    grouped = summary["groups"]
+    assert grouped["cases"]["subject1_DE"]["Both"]["dice"] == pytest.approx(10 / 12)
+    assert grouped["cases"]["subject2_DE"]["Both"]["dice"] == pytest.approx(0.8)
+    assert grouped["mean"]["Two"]["dice"] == pytest.approx(0.25)
+    assert grouped["mean_dice"] == pytest.approx(((10 / 12 + 0.8) / 2 + 0.25) / 2)
+    assert summary["cases"]["subject1_DE"]["class_2"]["dice"] == pytest.approx(0.5)  # unchanged
+    assert "Mean Dice of the groupings: 0.533" in format_markdown(summary)
+
+
+def test_grouping_with_an_unknown_value(folders):
+    gt, pred = folders
+    with pytest.raises(ConfigError, match=r"grouping 'Edema' names values \[1220\]"):
+        evaluate_folders(gt, pred, groups={"Edema": [1220, 2]})
+
+
+def test_hd95_convention_recorded_and_applied(folders, tmp_path):
+    gt, pred = folders
+    medpy = evaluate_folders(gt, pred, out_dir=tmp_path / "medpy")
+    monai = evaluate_folders(gt, pred, out_dir=tmp_path / "monai", hd95_convention="monai")
+    saved = json.loads((tmp_path / "monai" / "summary.json").read_text())
+    assert (medpy["hd95_convention"], saved["hd95_convention"]) == ("medpy", "monai")
+    assert "directed 95th percentiles" in saved["definitions"]
+    assert "HD95 monai (mm)" in (tmp_path / "monai" / "summary.md").read_text()
+    # subject1, class 2: gt at z = 0, 1 and prediction at z = 1, 2 (5 mm slices), every voxel
+    # a surface voxel. Directed distances: pred -> gt [0, 5], gt -> pred [5, 0].
+    # medpy pools [0, 0, 5, 5]: p95 at position 2.85 -> 5; MONAI: p95 of [0, 5] = 4.75 each.
+    # (Here the max of the directed percentiles is the smaller number.)
+    assert medpy["cases"]["subject1_DE"]["class_2"]["hd95"] == pytest.approx(5.0)
+    assert monai["cases"]["subject1_DE"]["class_2"]["hd95"] == pytest.approx(4.75)
+    # Dice and ASSD do not depend on the convention
+    for metric in ("dice", "assd"):
+        assert monai["mean"]["class_2"][metric] == medpy["mean"]["class_2"][metric]

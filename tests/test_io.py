@@ -67,7 +67,7 @@ def test_atomic_write_keeps_old_file_on_error(tmp_path):
     target = tmp_path / "out.txt"
     atomic_write_text(target, "old")
     ref = load_nifti(write_nifti(tmp_path / "r.nii.gz", np.zeros((2, 2, 2), np.float32)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not match reference"):
         save_nifti(tmp_path / "r2.nii.gz", np.zeros((3, 3, 3)), ref)
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt", "r.nii.gz"]

@@ -9,9 +9,11 @@ import torch
 from conftest import write_nifti
 from torch import nn
 
+from medcl.data.io import load_image
 from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import PreprocessConfig, normalize_intensity
 from medcl.inference.predictor import Predictor, label_dtype, predict_path
+from medcl.models import build_model
 
 SHAPE = (30, 20, 3)
 SPACING = (1.0, 2.0, 5.0)
@@ -172,3 +174,23 @@ def test_label_values_200_500_600_are_written_as_exact_uint16(tmp_path):
 def test_label_dtype_is_the_smallest_that_holds_the_top_value(values, dtype):
     names = tuple(f"c{i}" for i in range(len(values)))
     assert label_dtype(LabelSpec(class_names=names, label_values=values)) is dtype
+
+
+@pytest.mark.parametrize("nonzero_mask", [False, True])
+def test_label_volume_equals_the_argmax_of_the_whole_volume(tmp_path, nonzero_mask):
+    """Labelling batch by batch (batch 2 of 5 slices, resampled 1 x 2 mm -> 0.8 mm) gives the
+    argmax of the whole volume's probabilities, voxel for voxel, with and without the mask."""
+    rng = np.random.default_rng(0)
+    data = np.zeros((30, 20, 5), dtype=np.float32)
+    data[3:27, 2:18] = rng.normal(5, 2, (24, 16, 5))
+    path = write_nifti(tmp_path / "x.nii.gz", data, spacing=(1.0, 2.0, 5.0))
+    torch.manual_seed(0)
+    model = build_model("unet", in_channels=1, num_classes=3, widths=[4, 8])
+    predictor = Predictor(model, LabelSpec(class_names=("bg", "a", "b"), label_values=(0, 1, 2),
+                                           ignore_value=3, channel_names=("x",)),
+                          PreprocessConfig(target_spacing=0.8, nonzero_mask=nonzero_mask),
+                          batch_size=2)
+    image = load_image([path])
+    whole = predictor.predict_volume(image).argmax(-1)
+    assert np.array_equal(predictor.label_volume(image), whole)
+    assert len(np.unique(whole)) > 1  # the check is not on a constant map

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from medcl.errors import ConfigError
 from medcl.method.losses import existence_loss
 from medcl.method.objectives import slice_tags
 from medcl.models import build_model
@@ -52,7 +53,8 @@ def test_presets_switch_terms():
     assert cluster.global_weight == 1 and cluster.mix_pce_weight == 0 and not cluster.intra_mix
     medcl = TrainConfig(method="medcl", existence_weight=0.3)
     assert medcl.existence_weight == 0.3 and medcl.intra_mix
-    assert set(METHOD_PRESETS) == {"pce", "mix", "cluster", "mix_cluster", "medcl"}
+    assert set(METHOD_PRESETS) == {"pce", "mix", "cluster", "mix_cluster", "medcl",
+                                   "recommended"}
 
 
 def test_objective_is_deterministic_under_a_seed():
@@ -112,7 +114,7 @@ def test_supervised_warmup_switches_medcl_terms_on(tiny_dataset, tmp_path):
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
     steps = [r for r in records if r["event"] == "step"]
     assert [("global" in r) for r in steps] == [False] * 6 + [True] * 6
-    with pytest.raises(Exception, match="supervised_warmup"):
+    with pytest.raises(ConfigError, match=r"supervised_warmup must be in \[0, 1\), got 1.0"):
         TrainConfig(method="medcl", supervised_warmup=1.0)
 
 
@@ -126,3 +128,21 @@ def test_slice_without_annotation_gets_no_existence_loss():
     # slice 0: -log(P_bg + P_2) = -log(0.7); slice 1 would give -log(eps) if it were counted
     loss = existence_loss(probs, slice_tags(tags))
     assert loss.item() == pytest.approx(-math.log(0.7), rel=1e-6)
+
+
+def test_recommended_recipe_is_medcl_with_warmup_and_detected_mask():
+    paper, recipe = TrainConfig(method="medcl"), TrainConfig(method="recommended")
+    assert (paper.supervised_warmup, paper.nonzero_mask) == (0.0, False)  # the paper's preset
+    assert (recipe.supervised_warmup, recipe.nonzero_mask) == (0.3, None)  # None: detected
+    for name in ("dice_weight", "existence_weight", "global_weight", "local_weight",
+                 "mix_pce_weight", "mix_consistency_weight", "labelled_fraction"):
+        assert getattr(recipe, name) == getattr(paper, name), name
+    assert TrainConfig(method="recommended", nonzero_mask=False).nonzero_mask is False
+
+
+def test_recommended_run_resolves_the_mask_and_stores_it(tiny_dataset, tmp_path):
+    """The generated volumes fill their grid (no zero filling): the detected mask is off."""
+    cfg = tiny_config(tiny_dataset, method="recommended", iterations=2, val_interval=0)
+    train(cfg, tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["nonzero_mask"] is False and saved["supervised_warmup"] == 0.3

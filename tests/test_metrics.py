@@ -7,6 +7,7 @@ import pytest
 
 from medcl.evaluation.metrics import (
     GT_EMPTY,
+    HD95_MONAI,
     PRED_EMPTY,
     assd,
     binary_metrics,
@@ -80,8 +81,38 @@ def test_conventions_pinned_on_asymmetric_sets():
     gt[:, 1, 1] = True      # distances to pred: [0, 0, 1, 2, ..., 18]
     # pooled 22 distances, sorted 0,0,0,0,1,...,18: p95 at position 19.95, between 16 and 17
     assert hd95(pred, gt, (1, 1, 1)) == pytest.approx(16.95)
+    # MONAI: directed p95s are 0 (of [0, 0]) and 17.05 (of the 20 gt distances, position 18.05)
+    assert hd95(pred, gt, (1, 1, 1), convention=HD95_MONAI) == pytest.approx(17.05)
     # directed means 0 and 171 / 20
     assert assd(pred, gt, (1, 1, 1)) == pytest.approx((0 + sum(range(19)) / 20) / 2)
+
+
+def test_hd95_conventions_differ_by_hand():
+    """A prediction 2 voxels short of a ground-truth line: pooled vs max of directed p95."""
+    pred, gt = np.zeros((1, 14, 1), bool), np.zeros((1, 14, 1), bool)
+    pred[0, 0:10, 0] = True  # one voxel thick: every voxel is a surface voxel
+    gt[0, 0:12, 0] = True
+    spacing = (1.0, 2.0, 1.0)
+    # pred -> gt: ten 0s. gt -> pred: ten 0s, then 2 mm and 4 mm (y = 10, 11).
+    # medpy pools the 22 distances: twenty 0s, 2, 4; p95 at position 0.95 * 21 = 19.95,
+    #   between sorted[19] = 0 and sorted[20] = 2 -> 0.95 * 2 = 1.9 mm
+    assert hd95(pred, gt, spacing) == pytest.approx(1.9)
+    # MONAI takes the larger directed p95: of gt -> pred (12 values) at position 0.95 * 11 =
+    #   10.45, between sorted[10] = 2 and sorted[11] = 4 -> 2.9 mm; of pred -> gt: 0
+    assert hd95(pred, gt, spacing, convention="monai") == pytest.approx(2.9)
+    assert binary_metrics(pred, gt, spacing, hd95_convention="monai")["hd95"] == pytest.approx(2.9)
+    # the convention changes HD95 only
+    medpy = binary_metrics(pred, gt, spacing)
+    monai = binary_metrics(pred, gt, spacing, hd95_convention="monai")
+    assert (medpy["dice"], medpy["assd"]) == (monai["dice"], monai["assd"])
+
+
+def test_unknown_hd95_convention():
+    pred, gt = line_pair()
+    with pytest.raises(ValueError, match="unknown HD95 convention 'scipy'; choose one of medpy"):
+        hd95(pred, gt, (1, 1, 1), convention="scipy")
+    with pytest.raises(ValueError, match="unknown HD95 convention"):
+        case_metrics(pred.astype(int), gt.astype(int), {"a": 1}, (1, 1, 1), hd95_convention="x")
 
 
 def test_point_inside_cube():

@@ -8,12 +8,14 @@ from medcl.data.labels import LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
     field_of_view,
+    has_zero_filled_borders,
     image_to_slices,
     labels_to_slices,
     normalize_intensity,
     pad_to_multiple,
     resampled_size,
     restore_probs,
+    zero_filled_fraction,
 )
 from medcl.data.slices import load_case
 from medcl.errors import ConfigError
@@ -98,3 +100,17 @@ def test_predictor_predicts_background_outside_the_field_of_view(tmp_path):
         assert probs.shape == (10, 10, 2, 2)
         outside = probs[:, :3]
         assert np.all(outside[..., 0] == 1.0) == masked
+
+
+def test_zero_filling_is_detected_only_where_the_acquisition_is_padded():
+    """A 20 x 20 x 2 body of noise inside zero padding (a 10-voxel ring: 1 - 20^2/40^2 = 75 %
+    filled) is detected; the same body filling the whole grid is not."""
+    rng = np.random.default_rng(0)
+    padded = np.zeros((40, 40, 2, 1), dtype=np.float32)
+    padded[10:30, 10:30] = rng.uniform(1, 2, (20, 20, 2, 1))
+    assert zero_filled_fraction(padded) == pytest.approx(0.75)
+    full = rng.uniform(1, 2, (40, 40, 2, 1)).astype(np.float32)
+    # only the single minimum voxel of each channel can count as "filling" (here 1 of 3200)
+    assert zero_filled_fraction(full) <= 1 / (40 * 40 * 2) + 1e-9
+    assert has_zero_filled_borders([padded, padded, full])[0]
+    assert not has_zero_filled_borders([full, full, padded])[0]

@@ -83,7 +83,7 @@ def test_cache_is_bounded_and_returns_the_same_value():
     assert len(cache) == 2
     cache.lookup(a, encode)
     assert calls == [2, 1, 1]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="cache size must be >= 0, got -1"):
         EmbeddingCache(-1)
 
 

@@ -44,7 +44,7 @@ def test_resume_continues_exactly(tiny_dataset, tmp_path):
         if record["event"] == "val" and record["step"] == 3:
             raise Stop
 
-    with pytest.raises(Stop):
+    with pytest.raises(Stop, match="^$"):
         train(cfg, tmp_path / "resumed", callback=interrupt)
     assert load_checkpoint(checkpoint_path(tmp_path / "resumed", "last"))["step"] == 3
     result = train(resume_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True)

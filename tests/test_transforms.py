@@ -5,6 +5,7 @@ from medcl.data.transforms import (
     RandomAffine2D,
     apply_affine,
     center_crop_or_pad,
+    crop_around,
     random_crop,
 )
 from medcl.errors import ConfigError
@@ -164,3 +165,26 @@ def test_non_square_rotation_does_not_shear():
     inside = out_labels != IGNORE
     mismatch = (out_labels != labels)[inside].float().mean()
     assert mismatch < 0.03
+
+
+def test_crop_around_keeps_the_pixel_inside_the_window():
+    """A 10 x 12 image, 4 x 4 crops around pixel (9, 0) (a corner): every crop holds it."""
+    image = torch.zeros(1, 10, 12)
+    image[0, 9, 0] = 1.0
+    labels = torch.zeros(10, 12, dtype=torch.long)
+    labels[9, 0] = 2
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        img, lab = crop_around(image, labels, (4, 4), (9, 0), ignore_index=5, generator=gen)
+        assert img.shape == (1, 4, 4) and img.sum() == 1 and (lab == 2).sum() == 1
+
+
+def test_crop_around_on_a_slice_smaller_than_the_crop_tracks_the_padding():
+    """A 2 x 2 slice padded to 6 x 6: the marked pixel (1, 1) sits at (3, 3) after even padding
+    (2 before), and the labels around it are the ignore value."""
+    image = torch.zeros(1, 2, 2)
+    image[0, 1, 1] = 1.0
+    labels = torch.zeros(2, 2, dtype=torch.long)
+    img, lab = crop_around(image, labels, (6, 6), (1, 1), ignore_index=9,
+                           generator=torch.Generator().manual_seed(1))
+    assert img[0, 3, 3] == 1 and (lab == 9).sum() == 32

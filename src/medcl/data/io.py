@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,9 @@ from typing import Sequence
 
 import nibabel as nib
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
+from nibabel.spatialimages import HeaderDataError
 
 from medcl.errors import DataError
 from medcl.files import atomic_path
@@ -24,6 +28,16 @@ from medcl.files import atomic_path
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+#: the largest volume medcl reads (voxels over all channels): 2**30, 4 GiB as float32.
+MAX_VOXELS = 2**30
+GZIP_TRAILER_BYTES = 8  # CRC32 + ISIZE
+GZIP_ISIZE_OFFSET = 4
+GZIP_ISIZE_BYTES = 4
+GZIP_ISIZE_MODULUS = 2**32
+GZIP_CHUNK_BYTES = 2**24
+#: what nibabel and numpy raise on a corrupt, truncated or mangled file.
+READ_ERRORS = (ImageFileError, HeaderDataError, EOFError, OSError, ValueError, TypeError,
+               IndexError, OverflowError, MemoryError, struct.error, zlib.error)
 
 
 @dataclass
@@ -62,12 +76,114 @@ def case_stem(path: str | os.PathLike) -> str:
     return name
 
 
+def visible_entries(folder: Path) -> list[Path]:
+    """Sorted entries of ``folder`` that can be cases: hidden names (macOS ``._case.nii.gz``,
+    medcl's own ``.name.XXXXXXXX.tmp.nii.gz`` temporaries) are left out, and a dangling symlink
+    is left out with a warning naming it."""
+    entries = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_symlink() and not path.exists():
+            log.warning("%s: dangling symlink (points to %s); skipped", path, os.readlink(path))
+            continue
+        entries.append(path)
+    return entries
+
+
 def is_nifti(path: str | os.PathLike) -> bool:
     return Path(path).name.endswith(NIFTI_SUFFIXES)
 
 
+def _raw_header(path: Path, header_class: type) -> nib.Nifti1Header:
+    """The header exactly as stored (nibabel's loader silently "fixes" some fields)."""
+    with ImageOpener(str(path), "rb") as fh:
+        return header_class.from_fileobj(fh, check=False)
+
+
+def _holds_bytes(path: Path, needed: int) -> int | None:
+    """``None`` if ``path`` holds at least ``needed`` bytes (decompressed), else how many it holds.
+
+    For gzip the trailer's size field is tried first; a multi-member file (bgzip) can understate
+    it, so then the stream is counted, stopping as soon as ``needed`` is reached.
+    """
+    size = path.stat().st_size
+    if not path.name.endswith(".gz"):
+        return None if size >= needed else size
+    if size >= GZIP_TRAILER_BYTES:
+        with path.open("rb") as fh:
+            fh.seek(-GZIP_TRAILER_BYTES + GZIP_ISIZE_OFFSET, os.SEEK_END)
+            isize = int.from_bytes(fh.read(GZIP_ISIZE_BYTES), "little")  # size mod 2**32
+        if isize >= needed or needed >= GZIP_ISIZE_MODULUS:
+            return None
+    count = 0
+    with gzip.open(path, "rb") as fh:
+        while count < needed:
+            chunk = fh.read(GZIP_CHUNK_BYTES)
+            if not chunk:
+                return count
+            count += len(chunk)
+    return None
+
+
+def check_header(path: Path, img: nib.Nifti1Image) -> None:
+    """Refuse what would crash, hang or silently mislead later: a voxel count over
+    :data:`MAX_VOXELS`, fewer stored bytes than the header promises, or a voxel size <= 0 or
+    non-finite (nibabel would silently read 0 as 1 mm).
+
+    Raises:
+        DataError: naming ``path`` and the field.
+    """
+    header = img.header
+    shape = tuple(int(s) for s in header.get_data_shape())
+    voxels = int(np.prod(shape, dtype=np.float64)) if shape else 0
+    if voxels > MAX_VOXELS:
+        raise DataError(f"{path}: header shape {shape} has {voxels} voxels, more than the "
+                        f"{MAX_VOXELS} medcl reads")
+    needed = int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
+    stored = _holds_bytes(path, needed)
+    if stored is not None:
+        raise DataError(f"{path}: not a readable NIfTI file (truncated: the header promises "
+                        f"{needed} bytes, the file holds {stored})")
+    pixdim = np.asarray(_raw_header(path, type(header))["pixdim"], dtype=np.float64)
+    spatial = pixdim[1:1 + min(len(shape), 3)]
+    if not (np.isfinite(spatial).all() and (spatial > 0).all()):
+        shown = [float(f"{v:.6g}") for v in spatial]
+        raise DataError(f"{path}: voxel size (pixdim) {shown} must be > 0 and finite; "
+                        "fix the header (medcl will not guess a spacing)")
+
+
+def open_nifti(path: str | os.PathLike) -> nib.Nifti1Image:
+    """Open a NIfTI file and check its header; the one way medcl opens a NIfTI file.
+
+    The voxel data is not read (``img.dataobj`` is a proxy), so this is cheap for header-only
+    uses such as the median spacing.
+
+    Raises:
+        DataError: the file is missing, not NIfTI, its header is corrupt, it is truncated or
+            its voxel size is not positive (see :func:`check_header`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with nib.imageglobals.LoggingOutputSuppressor():  # its "fixes" become our errors
+            img = nib.load(str(path))
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise DataError(f"{path}: not a NIfTI file ({type(img).__name__})")
+        check_header(path, img)
+    except READ_ERRORS as exc:
+        raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    return img
+
+
+def nifti_spacing(path: str | os.PathLike) -> tuple[float, ...]:
+    """Voxel size in mm of a checked NIfTI file, from its header only."""
+    return tuple(float(z) for z in open_nifti(path).header.get_zooms()[:3])
+
+
 def load_nifti(path: str | os.PathLike, *, kind: str = "image") -> Volume:
-    """Read one 3D NIfTI file.
+    """Read one 3D NIfTI file through :func:`open_nifti`.
 
     Args:
         path: ``.nii`` or ``.nii.gz`` file.
@@ -75,20 +191,33 @@ def load_nifti(path: str | os.PathLike, *, kind: str = "image") -> Volume:
             int64).
 
     Raises:
-        DataError: the file is missing, not NIfTI, truncated, not 3D, has non-finite
-            intensities, or (for labels) holds non-integer values.
+        DataError: the file is missing, not NIfTI, corrupt or truncated, has a voxel size
+            <= 0, is not 3D, has non-finite intensities, or (for labels) holds non-integer
+            values.
     """
     if kind not in ("image", "label"):
         raise ValueError(f"kind must be 'image' or 'label', got {kind!r}")
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
+    img = open_nifti(path)
     try:
-        img = nib.load(str(path))
         raw = np.asanyarray(img.dataobj)
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError, zlib.error,
-            gzip.BadGzipFile) as exc:
+    except READ_ERRORS as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    return Volume(data=check_voxels(raw, kind, path),
+                  affine=np.asarray(img.affine, dtype=np.float64), header=img.header.copy(),
+                  path=path)
+
+
+def check_voxels(raw: np.ndarray, kind: str, path: str | os.PathLike) -> np.ndarray:
+    """Validate a voxel array read from ``path`` and return it as ``kind`` wants it.
+
+    Args:
+        raw: ``(X, Y, Z)`` or ``(X, Y, Z, 1)`` array as read.
+        kind: ``"image"`` (float32, must be finite) or ``"label"`` (integer-valued -> int64).
+
+    Raises:
+        DataError: naming ``path``: not 3D, non-finite intensities, or non-integer labels.
+    """
     if raw.ndim == 4 and raw.shape[3] == 1:
         raw = raw[..., 0]
     if raw.ndim != 3:
@@ -98,6 +227,9 @@ def load_nifti(path: str | os.PathLike, *, kind: str = "image") -> Volume:
         if not np.isfinite(data).all():
             bad = int((~np.isfinite(data)).sum())
             raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+        if data.size and data.min() == data.max():
+            log.warning("%s: every voxel has the value %g (an empty or constant image)",
+                        path, float(data.flat[0]))
     else:
         if np.issubdtype(raw.dtype, np.floating):
             if not np.isfinite(raw).all():
@@ -107,9 +239,7 @@ def load_nifti(path: str | os.PathLike, *, kind: str = "image") -> Volume:
                 raise DataError(f"{path}: label map holds non-integer values")
             raw = rounded
         data = raw.astype(np.int64)
-    header = img.header.copy()
-    return Volume(data=data, affine=np.asarray(img.affine, dtype=np.float64), header=header,
-                  path=path)
+    return data
 
 
 def load_image(paths: Sequence[str | os.PathLike]) -> Volume:
@@ -120,7 +250,15 @@ def load_image(paths: Sequence[str | os.PathLike]) -> Volume:
     """
     if not paths:
         raise ValueError("load_image needs at least one file")
-    vols = [load_nifti(p, kind="image") for p in paths]
+    return stack_channels([load_nifti(p, kind="image") for p in paths])
+
+
+def stack_channels(vols: Sequence[Volume]) -> Volume:
+    """Stack single-channel volumes on one grid into ``(X, Y, Z, C)`` with the first's geometry.
+
+    Raises:
+        DataError: a channel's shape or affine differs from the first one.
+    """
     first = vols[0]
     for vol in vols[1:]:
         check_same_geometry(first, vol)

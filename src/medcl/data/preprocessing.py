@@ -14,6 +14,7 @@ probabilities back to the input grid (:func:`restore_probs`), so both see the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from scipy import ndimage
 from medcl.errors import ConfigError
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
+#: the largest resampled slice (H * W) medcl builds: 4096 x 4096 pixels (64 MiB per channel).
+MAX_SLICE_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -40,12 +43,16 @@ class PreprocessConfig:
             statistics and set to 0 after normalising, its unlabelled pixels are labelled
             background in training, and predictions there are background (nnU-Net's nonzero
             mask, for zero-filled MR acquisitions).
+        windows: per channel index, an intensity window ``(low, high)`` or ``None``: a channel
+            with a window is clipped to it and scaled to [0, 1] (fixed per-dataset bounds, e.g.
+            a CT window in Hounsfield units) instead of ``normalization``.
     """
 
     target_spacing: float | None = None
     normalization: str = "zscore"
     clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
     nonzero_mask: bool = False
+    windows: tuple[tuple[float, float] | None, ...] = ()
 
     def __post_init__(self) -> None:
         if self.target_spacing is not None and not self.target_spacing > 0:
@@ -77,6 +84,32 @@ def field_of_view(image: np.ndarray) -> np.ndarray:
     return inside
 
 
+#: a volume has zero-filled acquisition borders when at least this share of its voxels lies in
+#: the filling (MSCMR and MyoPS MR: 19-45 %; a CT or an MR with noisy air: 0)
+ZERO_FILL_MIN_FRACTION = 0.05
+
+
+def zero_filled_fraction(image: np.ndarray) -> float:
+    """Share of the voxels of ``image (X, Y, Z, C)`` outside the acquired field of view."""
+    return 1.0 - float(field_of_view(image).mean())
+
+
+def has_zero_filled_borders(images: Sequence[np.ndarray]) -> tuple[bool, list[float]]:
+    """Whether the typical (median) volume of ``images`` has zero-filled acquisition borders,
+    and each volume's zero-filled share."""
+    fractions = [zero_filled_fraction(image) for image in images]
+    return bool(fractions) and float(np.median(fractions)) >= ZERO_FILL_MIN_FRACTION, fractions
+
+
+def window_intensity(channel: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Clip ``channel`` to ``window = (low, high)`` and scale it to [0, 1], float32."""
+    low, high = window
+    out = np.clip(channel.astype(np.float32), low, high)
+    out -= np.float32(low)
+    out /= np.float32(high - low)
+    return out
+
+
 def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig,
                         mask: np.ndarray | None = None) -> np.ndarray:
     """Normalise ``image (X, Y, Z, C)`` per channel over the whole volume; float32 out.
@@ -86,6 +119,12 @@ def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig,
     """
     out = np.empty(image.shape, dtype=np.float32)
     for c in range(image.shape[-1]):
+        window = cfg.windows[c] if c < len(cfg.windows) else None
+        if window is not None:
+            out[..., c] = window_intensity(image[..., c], window)
+            if mask is not None:
+                out[..., c][~mask] = 0.0
+            continue
         chan = image[..., c].astype(np.float32)
         values = chan[mask] if mask is not None and mask.any() else chan
         if cfg.clip_percentiles is not None:
@@ -104,10 +143,20 @@ def normalize_intensity(image: np.ndarray, cfg: PreprocessConfig,
 
 def resampled_size(shape_xy: tuple[int, int], spacing_xy: tuple[float, float],
                    target_spacing: float | None) -> tuple[int, int]:
-    """In-plane size ``(H, W)`` after resampling a ``shape_xy`` grid to ``target_spacing``."""
+    """In-plane size ``(H, W)`` after resampling a ``shape_xy`` grid to ``target_spacing``.
+
+    Raises:
+        ConfigError: the result would exceed :data:`MAX_SLICE_PIXELS`.
+    """
     if target_spacing is None:
         return int(shape_xy[0]), int(shape_xy[1])
-    return tuple(max(1, int(round(n * s / target_spacing))) for n, s in zip(shape_xy, spacing_xy))
+    size = tuple(max(1, int(round(n * s / target_spacing))) for n, s in zip(shape_xy, spacing_xy))
+    if size[0] * size[1] > MAX_SLICE_PIXELS:
+        raise ConfigError(f"target_spacing {target_spacing} mm would resample a "
+                          f"{shape_xy[0]}x{shape_xy[1]} slice at {spacing_xy[0]:g}x"
+                          f"{spacing_xy[1]:g} mm to {size[0]}x{size[1]} pixels, more than the "
+                          f"{MAX_SLICE_PIXELS} allowed; choose a larger target spacing")
+    return size
 
 
 def image_to_slices(image: np.ndarray, spacing_xy: tuple[float, float],

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage, sparse
-from scipy.sparse import csgraph
+from scipy import ndimage
 
 from medcl.data.io import Volume, save_nifti
 from medcl.data.labels import LabelSpec
+from medcl.data.scribble import breadth_first_piece
 from medcl.errors import ConfigError, DataError
 from medcl.files import atomic_write_text
 
@@ -71,27 +71,7 @@ def _stroke(mask: np.ndarray, band: np.ndarray, target: int,
             rng: np.random.Generator) -> np.ndarray:
     """The first ``target`` pixels of a breadth-first walk through ``band & mask`` (8-connected)
     from a random seed: a contiguous piece of the band."""
-    band = band & mask
-    coords = np.argwhere(band)
-    if len(coords) <= target:
-        return band
-    index = np.full(band.shape, -1, dtype=np.int64)
-    index[band] = np.arange(len(coords))
-    padded = np.pad(index, 1, constant_values=-1)
-    rows, cols = [], []
-    for di, dj in ((0, 1), (1, -1), (1, 0), (1, 1)):     # half the 8-neighbourhood
-        nb = padded[1 + di:1 + di + band.shape[0], 1 + dj:1 + dj + band.shape[1]][band]
-        keep = nb >= 0
-        rows.append(np.flatnonzero(keep))
-        cols.append(nb[keep])
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    graph = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(coords),) * 2)
-    order = csgraph.breadth_first_order(graph.tocsr(), int(rng.integers(len(coords))),
-                                        directed=False, return_predecessors=False)
-    out = np.zeros_like(band)
-    picked = coords[order[:target]]
-    out[picked[:, 0], picked[:, 1]] = True
-    return out
+    return breadth_first_piece(band & mask, target, rng)
 
 
 def _medial_stroke(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -290,3 +290,26 @@ def center_crop_or_pad(image: Tensor, labels: Tensor | None, size: Sequence[int]
     top = (image.shape[-2] - size[0]) // 2
     left = (image.shape[-1] - size[1]) // 2
     return _crop(image, labels, size, top, left)
+
+
+def crop_around(image: Tensor, labels: Tensor | None, size: Sequence[int], centre: Sequence[int],
+                *, ignore_index: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """Crop a ``size`` window that contains the pixel ``centre = (row, col)`` at a random
+    position inside it (clamped to the image), padding first where the image is smaller.
+
+    Shapes as :func:`random_crop`; the class-balanced sampler uses it to show a small structure.
+    """
+    size = _check_size(size)
+    _check_crop_inputs(image, labels)
+    _check_generator(generator)
+    # where the centre lands after the even padding of _pad_to
+    shift = [max(size[i] - image.shape[d], 0) // 2 for i, d in enumerate((-2, -1))]
+    image = _pad_to(image, size, 0.0)
+    if labels is not None:
+        labels = _pad_to(labels, size, ignore_index)
+    offsets = []
+    for i, d in enumerate((-2, -1)):
+        within = int(torch.randint(0, size[i], (1,), generator=generator))
+        start = int(centre[i]) + shift[i] - within
+        offsets.append(min(max(start, 0), image.shape[d] - size[i]))
+    return _crop(image, labels, size, *offsets)

@@ -1,1 +1,2 @@
-"""Evaluation: per-case metrics (Dice, HD95, ASSD), folder summaries and overlay images."""
+"""Evaluation: per-case metrics (Dice, HD95, ASSD), folder summaries, overlay images and the
+HTML report."""

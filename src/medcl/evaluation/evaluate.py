@@ -1,9 +1,11 @@
 """Evaluate a folder of predicted label maps against a folder of ground-truth label maps.
 
-Each prediction ``{case}.nii.gz`` is paired with the ground-truth file whose stem is the case id
-or the case id followed by a ``_suffix`` (``subject10_DE.nii.gz`` <-> ``subject10_DE_manual.nii.gz``).
-Every file must have a partner. Metrics are computed per class and case in mm, using the spacing
-of the ground-truth header; see :mod:`medcl.metrics` for the definitions and the empty-mask rule.
+A case is a NIfTI file or a folder holding one DICOM series (:mod:`medcl.data.dicom`); the
+folder's name is the case id. Each prediction ``{case}.nii.gz`` is paired with the ground-truth
+file whose stem is the case id or the case id followed by a ``_suffix``
+(``subject10_DE.nii.gz`` <-> ``subject10_DE_manual.nii.gz``). Every file must have a partner. Metrics are computed per class and case in mm, using the spacing
+of the ground-truth header; see :mod:`medcl.evaluation.metrics` for the definitions, the two HD95
+conventions and the empty-mask rule.
 """
 
 from __future__ import annotations
@@ -12,23 +14,29 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from medcl.data.datasets import match_case, nifti_files
-from medcl.data.io import case_stem, check_same_geometry, load_nifti
+from medcl.data.datasets import match_case
+from medcl.data.dicom import load_volume, volume_files
+from medcl.data.geometry import GeometryNotes, check_geometry, header_geometry
+from medcl.data.io import case_stem
+from medcl.data.labels import LabelSpec
 from medcl.errors import ConfigError, DataError
 from medcl.evaluation.metrics import (
     BACKGROUND_VALUE,
-    DEFINITIONS,
+    HD95_MEDPY,
     METRIC_NAMES,
+    binary_metrics,
     case_metrics,
     check_class_values,
+    check_hd95_convention,
+    definitions,
     empty_mask_flags,
 )
 from medcl.evaluation.overlay import save_overlays
-from medcl.files import atomic_write_text
+from medcl.files import atomic_write_text, check_writable
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +44,8 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 DICE_DECIMALS = 3
 MM_DECIMALS = 2
-_DECIMALS = {"dice": DICE_DECIMALS, "hd95": MM_DECIMALS, "assd": MM_DECIMALS}
+#: decimals shown per metric in the Markdown and HTML reports.
+DECIMALS = {"dice": DICE_DECIMALS, "hd95": MM_DECIMALS, "assd": MM_DECIMALS}
 _HEADERS = {"dice": "Dice", "hd95": "HD95 (mm)", "assd": "ASSD (mm)"}
 AGGREGATION = ("Mean and std are over cases (population std, ddof=0). The 'overall' row first "
                "averages the foreground classes of each case, then takes mean and std over cases.")
@@ -65,12 +74,12 @@ def pair_predictions(gt_dir: str | os.PathLike,
     """
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     preds: dict[str, Path] = {}
-    for path in nifti_files(pred_dir):
+    for path in volume_files(pred_dir):
         case = case_stem(path)
         if case in preds:
             raise DataError(f"{path}: a second prediction for case {case!r} ({preds[case].name})")
         preds[case] = path
-    matched, unmatched = _match_files(sorted(preds), nifti_files(gt_dir))
+    matched, unmatched = _match_files(sorted(preds), volume_files(gt_dir))
     if unmatched:
         raise DataError(f"{unmatched[0]}: ground truth without a prediction in {pred_dir} "
                         "(expected a file named after the case id, e.g. 'subject10_DE.nii.gz' "
@@ -87,7 +96,7 @@ def pair_predictions(gt_dir: str | os.PathLike,
 def _classes_from_gt(gt_paths: list[Path]) -> dict[str, int]:
     values: set[int] = set()
     for path in gt_paths:
-        values.update(int(v) for v in np.unique(load_nifti(path, kind="label").data))
+        values.update(int(v) for v in np.unique(load_volume(path, kind="label").data))
     values.discard(BACKGROUND_VALUE)
     if not values:
         raise DataError(f"{gt_paths[0].parent}: ground-truth files hold no foreground labels; "
@@ -95,8 +104,34 @@ def _classes_from_gt(gt_paths: list[Path]) -> dict[str, int]:
     return {f"class_{v}": v for v in sorted(values)}
 
 
+def _merge(labels: np.ndarray, merge_values: Mapping[int, int] | None) -> np.ndarray:
+    """``labels`` with each ``merge_values`` key replaced by its value."""
+    if not merge_values:
+        return labels
+    out = labels.copy()
+    for source, target in merge_values.items():
+        out[labels == source] = target
+    return out
+
+
+def check_label_values(volume, allowed: set[int]) -> None:
+    """A label value outside the label definition would be silently left out of every metric.
+
+    Raises:
+        DataError: naming the file and the unknown values.
+    """
+    unknown = sorted(set(np.unique(volume.data).tolist()) - allowed)
+    if unknown:
+        raise DataError(f"{volume.path}: label values {unknown} are not in the label definition "
+                        f"(values {sorted(allowed)}); pass --labels with every class")
+
+
 def _check_options(class_values: Mapping[str, int] | None, overlay_dir, image_dir,
-                   num_overlay_slices: int) -> dict[str, int] | None:
+                   num_overlay_slices: int, hd95_convention: str) -> dict[str, int] | None:
+    try:
+        check_hd95_convention(hd95_convention)
+    except ValueError as exc:
+        raise ConfigError(f"hd95_convention: {exc}") from None
     if (overlay_dir is None) != (image_dir is None):
         raise ConfigError("overlays need both overlay_dir and image_dir")
     if (isinstance(num_overlay_slices, bool) or not isinstance(num_overlay_slices, int)
@@ -121,18 +156,61 @@ def _stats(per_case: list[dict[str, float]]) -> tuple[dict[str, float], dict[str
 
 def _case_images(image_dir: Path, case_ids: list[str]) -> dict[str, Path]:
     """First image file (channel ``_0000`` if several) per case id; extra files are ignored."""
-    matched, unmatched = _match_files(case_ids, nifti_files(image_dir))
+    matched, unmatched = _match_files(case_ids, volume_files(image_dir))
     if unmatched:
         log.debug("%d image files in %s match no prediction", len(unmatched), image_dir)
     return {case: paths[0] for case, paths in matched.items()}
 
 
+def _check_groups(groups: Mapping[str, Sequence[int]] | None,
+                  classes: Mapping[str, int]) -> dict[str, list[int]]:
+    """Grouping name -> on-disk values; every value must be one of ``classes``."""
+    checked = {}
+    for name, values in (groups or {}).items():
+        unknown = sorted(set(values) - set(classes.values()))
+        if unknown or not values:
+            raise ConfigError(f"grouping {name!r} names values {unknown or '[]'} that are not "
+                              f"classes {dict(classes)}")
+        checked[str(name)] = sorted(int(v) for v in values)
+    return checked
+
+
+def group_metrics(pred: np.ndarray, gt: np.ndarray, groups: Mapping[str, Sequence[int]],
+                  spacing: Sequence[float], *, hd95_convention: str = HD95_MEDPY
+                  ) -> dict[str, dict[str, float]]:
+    """Dice, HD95 and ASSD of each grouping (the union of its classes' values) of one case.
+
+    ``pred``, ``gt``: label volumes ``(X, Y, Z)`` of on-disk values. MyoPS: Edema = {1220, 2221}.
+    """
+    return {name: binary_metrics(np.isin(pred, values), np.isin(gt, values), spacing,
+                                 hd95_convention=hd95_convention)
+            for name, values in groups.items()}
+
+
+def spec_options(spec: LabelSpec) -> dict:
+    """``class_values``, ``groups`` and ``merge_values`` for :func:`evaluate_folders` from a
+    dataset description (on-disk values of the ``dense`` label kind)."""
+    values = dict(zip(spec.class_names, spec.label_values))
+    return {"class_values": {n: values[n] for n in spec.foreground_names},
+            "groups": {g: [values[n] for n in m if n != spec.class_names[0]]
+                       for g, m in spec.groups.items()},
+            "merge_values": {v: values[n] for v, n in spec.kind().map.items()}}
+
+
+def _spacing_of(gt, pred) -> tuple[float, float, float]:
+    """The ground truth's spacing, or the prediction's when the ground truth lost its geometry."""
+    return pred.spacing if header_geometry(gt.header).lost else gt.spacing
+
+
 def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
                      class_values: Mapping[str, int] | None = None,
+                     groups: Mapping[str, Sequence[int]] | None = None,
+                     merge_values: Mapping[int, int] | None = None,
+                     geometry: str = "auto",
                      out_dir: str | os.PathLike | None = None,
                      overlay_dir: str | os.PathLike | None = None,
                      image_dir: str | os.PathLike | None = None,
-                     num_overlay_slices: int = 3) -> dict:
+                     num_overlay_slices: int = 1, hd95_convention: str = HD95_MEDPY) -> dict:
     """Dice, HD95 and ASSD of every prediction in ``pred_dir`` against ``gt_dir``.
 
     Args:
@@ -140,10 +218,18 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         pred_dir: folder of predicted label maps, one ``{case}.nii.gz`` per case, same grid.
         class_values: class name -> on-disk label value. Default: every nonzero value found in
             the ground truth, named ``class_{value}``.
+        groups: grouping name -> on-disk values scored as one mask (MyoPS: ``{"Scar": [2221],
+            "Edema": [1220, 2221]}``), reported beside the classes with their mean.
+        merge_values: ground-truth value -> the value it counts as (merged classes, from the
+            description's ``dense`` label kind: MyoPS's RV ``{600: 0}``).
+        geometry: geometry policy of :mod:`medcl.data.geometry` (prediction vs ground truth).
         out_dir: if given, ``summary.json`` and ``summary.md`` are written there.
         overlay_dir: if given (with ``image_dir``), overlay PNGs per case are written there.
         image_dir: folder of the images, matched to cases like the ground truth.
-        num_overlay_slices: slices per case in the overlays.
+        num_overlay_slices: slices with the most foreground per case in the overlays; the
+            slice with the worst Dice is added.
+        hd95_convention: ``"medpy"`` (95th percentile of the pooled directed distances) or
+            ``"monai"`` (max of the two directed 95th percentiles); recorded in the summary.
 
     Returns:
         ``{"cases": {case: {class: {metric: value}}}, "mean"/"std": {class: {metric: value}},
@@ -151,30 +237,47 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         "classes": {name: value}, "num_cases": int, "flagged": [{case, class, reason}],
         "affine_mismatch": [cases whose prediction and ground truth share shape and spacing but
         not the affine; compared voxel by voxel, with a warning],
-        "definitions": str, ...}``. Distances are in mm.
+        "hd95_convention": str, "definitions": str, "overlay_dir": str (with overlays),
+        "groups": {"values", "mean", "std", "cases", "mean_dice"} (only with ``groups``), ...}``.
+        Distances are in mm.
 
     Raises:
         DataError: files without partners, unreadable files, or a prediction (or image) whose
             shape or affine differs from its ground truth. The message names the file.
         ConfigError: invalid options.
     """
-    classes = _check_options(class_values, overlay_dir, image_dir, num_overlay_slices)
+    classes = _check_options(class_values, overlay_dir, image_dir, num_overlay_slices,
+                             hd95_convention)
     pairs = pair_predictions(gt_dir, pred_dir)
+    if out_dir is not None:  # before the metrics, the expensive part
+        check_writable(out_dir)
     if classes is None:
         classes = _classes_from_gt([gt for _, _, gt in pairs])
+    allowed = {BACKGROUND_VALUE, *classes.values()}
     images = _case_images(Path(image_dir), [c for c, _, _ in pairs]) if image_dir else {}
     foreground = [n for n, v in classes.items() if v != BACKGROUND_VALUE]
+    groups = _check_groups(groups, classes)
+    group_cases: dict[str, dict[str, dict[str, float]]] = {}
+    notes = GeometryNotes()
 
     cases: dict[str, dict[str, dict[str, float]]] = {}
     flagged: list[dict[str, str]] = []
     geometry_warnings: list[str] = []
     overlays: dict[str, list[str]] = {}
     for case, pred_path, gt_path in pairs:
-        gt = load_nifti(gt_path, kind="label")
-        pred = load_nifti(pred_path, kind="label")
-        if not check_same_geometry(gt, pred, strict_affine=False):
+        gt = load_volume(gt_path, kind="label")
+        pred = load_volume(pred_path, kind="label")
+        gt.data = _merge(gt.data, merge_values)
+        for volume in (gt, pred):
+            check_label_values(volume, allowed)
+        if not check_geometry(gt, pred, mode=geometry, notes=notes):
             geometry_warnings.append(case)
-        cases[case] = case_metrics(pred.data, gt.data, classes, gt.spacing, case_id=case)
+        spacing = _spacing_of(gt, pred)
+        cases[case] = case_metrics(pred.data, gt.data, classes, spacing, case_id=case,
+                                   hd95_convention=hd95_convention)
+        if groups:
+            group_cases[case] = group_metrics(pred.data, gt.data, groups, spacing,
+                                              hd95_convention=hd95_convention)
         flagged += [{"case": case, "class": name, "reason": reason}
                     for name, reason in empty_mask_flags(pred.data, gt.data, classes).items()]
         log.info("case %s: Dice %s", case,
@@ -183,12 +286,13 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
             if case not in images:
                 log.warning("case %s: no image in %s; overlay skipped", case, image_dir)
                 continue
-            image = load_nifti(images[case], kind="image")
-            check_same_geometry(gt, image, strict_affine=False)
+            image = load_volume(images[case], kind="image")
+            check_geometry(gt, image, mode=geometry, notes=notes)
             paths = save_overlays(image.data, pred.data, gt.data, overlay_dir, case, classes,
-                                  num_slices=num_overlay_slices)
+                                  num_slices=num_overlay_slices, affine=image.affine)
             overlays[case] = [p.name for p in paths]
 
+    notes.warn(str(pred_dir))
     mean, std = {}, {}
     for name in classes:
         mean[name], std[name] = _stats([cases[c][name] for c in cases])
@@ -202,9 +306,13 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         "overall": {"mean": overall_mean, "std": overall_std},
         "mean_foreground_dice": overall_mean["dice"],
         "flagged": flagged, "affine_mismatch": geometry_warnings, "cases": cases,
-        "definitions": f"{DEFINITIONS} {AGGREGATION}",
+        "hd95_convention": hd95_convention,
+        "definitions": f"{definitions(hd95_convention)} {AGGREGATION}",
     }
+    if groups:
+        summary["groups"] = _group_summary(groups, group_cases)
     if overlays:
+        summary["overlay_dir"] = str(overlay_dir)
         summary["overlays"] = overlays
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -212,6 +320,14 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         atomic_write_text(out_dir / SUMMARY_MD, format_markdown(summary))
         log.info("wrote %s and %s to %s", SUMMARY_JSON, SUMMARY_MD, out_dir)
     return summary
+
+
+def _group_summary(groups: dict[str, list[int]], group_cases: dict) -> dict:
+    mean, std = {}, {}
+    for name in groups:
+        mean[name], std[name] = _stats([group_cases[c][name] for c in group_cases])
+    return {"values": groups, "mean": mean, "std": std, "cases": group_cases,
+            "mean_dice": float(np.mean([mean[n]["dice"] for n in groups]))}
 
 
 def _cell(text: object) -> str:
@@ -226,9 +342,16 @@ def _table(header: list[str], rows: list[list[object]]) -> list[str]:
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
 
 
-def _pm(mean: Mapping[str, float], std: Mapping[str, float], metric: str) -> str:
-    d = _DECIMALS[metric]
+def mean_std_text(mean: Mapping[str, float], std: Mapping[str, float], metric: str) -> str:
+    """``"mean ± std"`` of ``metric`` with its report decimals."""
+    d = DECIMALS[metric]
     return f"{mean[metric]:.{d}f} ± {std[metric]:.{d}f}"
+
+
+def metric_headers(summary: Mapping) -> dict[str, str]:
+    """Column header per metric; HD95's names the convention the summary was computed with."""
+    convention = summary.get("hd95_convention", HD95_MEDPY)
+    return {**_HEADERS, "hd95": f"HD95 {convention} (mm)"}
 
 
 def format_markdown(summary: Mapping) -> str:
@@ -239,16 +362,25 @@ def format_markdown(summary: Mapping) -> str:
     """
     classes = list(summary["classes"])
     lines = [f"# Segmentation evaluation ({summary['num_cases']} cases)", ""]
-    rows = [[name, *(_pm(summary["mean"][name], summary["std"][name], m) for m in METRIC_NAMES)]
+    rows = [[name, *(mean_std_text(summary["mean"][name], summary["std"][name], m) for m in METRIC_NAMES)]
             for name in classes]
     overall = summary["overall"]
     rows.append(["**Mean (foreground)**",
-                 *(_pm(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
-    lines += _table(["Class", *(_HEADERS[m] for m in METRIC_NAMES)], rows)
+                 *(mean_std_text(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
+    headers = metric_headers(summary)
+    lines += _table(["Class", *(headers[m] for m in METRIC_NAMES)], rows)
+    if summary.get("groups"):
+        grouped = summary["groups"]
+        rows = [[f"{n} {grouped['values'][n]}",
+                 *(mean_std_text(grouped["mean"][n], grouped["std"][n], m) for m in METRIC_NAMES)]
+                for n in grouped["values"]]
+        lines += ["", "## Groupings (union of the classes' values)", ""]
+        lines += _table(["Grouping", *(headers[m] for m in METRIC_NAMES)], rows)
+        lines += ["", f"Mean Dice of the groupings: {grouped['mean_dice']:.{DICE_DECIMALS}f}"]
 
     lines += ["", "## Per case", ""]
-    header = ["Case", *(f"{n} {_HEADERS[m]}" for n in classes for m in METRIC_NAMES)]
-    rows = [[case, *(f"{res[n][m]:.{_DECIMALS[m]}f}" for n in classes for m in METRIC_NAMES)]
+    header = ["Case", *(f"{n} {headers[m]}" for n in classes for m in METRIC_NAMES)]
+    rows = [[case, *(f"{res[n][m]:.{DECIMALS[m]}f}" for n in classes for m in METRIC_NAMES)]
             for case, res in summary["cases"].items()]
     lines += _table(header, rows)
 

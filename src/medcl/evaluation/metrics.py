@@ -10,13 +10,20 @@ along the same axes. Definitions:
   outside, so mask voxels on the border are surface voxels (as in ``medpy``).
 * **Directed surface distances** ``P -> G``: for every surface voxel of ``P``, the Euclidean
   distance in mm (spacing-aware) to the nearest surface voxel of ``G`` (as in ``medpy``).
-* **HD95** ``=`` the 95th percentile (numpy's default linear interpolation) of the pooled
-  ``P -> G`` and ``G -> P`` distances, as ``medpy.metric.binary.hd95`` defines it.
+* **HD95**, in one of two conventions (``hd95_convention``), both with numpy's default linear
+  interpolation of percentiles:
+
+  - ``"medpy"`` (default): ``percentile_95(concat(P -> G, G -> P))``, the 95th percentile of the
+    pooled distances, as ``medpy.metric.binary.hd95`` defines it;
+  - ``"monai"``: ``max(percentile_95(P -> G), percentile_95(G -> P))``, the larger of the two
+    directed 95th percentiles, as MONAI's ``compute_hausdorff_distance(percentile=95)`` and many
+    papers define it. It is usually larger than the medpy value (one direction with a few far
+    outliers weighs more), though not always: the percentiles interpolate differently.
 * **ASSD** ``=`` the mean of the two directed mean distances,
   ``(mean(P -> G) + mean(G -> P)) / 2``, as ``medpy.metric.binary.assd`` defines it.
 
-These are the definitions of the field's benchmark code (medpy), so numbers are comparable with
-published tables.
+Dice and ASSD are the definitions of the field's benchmark code (medpy); for HD95 both common
+conventions are offered so numbers can be compared with the pipeline or paper at hand.
 
 Empty-mask rule, applied per class and case:
 
@@ -41,19 +48,45 @@ METRIC_NAMES = ("dice", "hd95", "assd")
 #: on-disk label value of the background (``LabelSpec`` requires 0); not a foreground class.
 BACKGROUND_VALUE = 0
 HD_PERCENTILE = 95.0
+#: HD95 conventions: name -> how the two directed distance sets are reduced (module docstring).
+HD95_MEDPY = "medpy"
+HD95_MONAI = "monai"
+HD95_CONVENTIONS = (HD95_MEDPY, HD95_MONAI)
 #: connectivity of the structuring element that defines the surface (1 = face neighbours).
 SURFACE_CONNECTIVITY = 1
 PRED_EMPTY = "prediction empty"
 GT_EMPTY = "ground truth empty"
 
-DEFINITIONS = (
+HD95_DEFINITIONS = {
+    HD95_MEDPY: "HD95 = 95th percentile of the pooled directed surface distances (medpy).",
+    HD95_MONAI: "HD95 = max of the two directed 95th percentiles of the surface distances (MONAI).",
+}
+_SURFACE_DEFINITION = (
     "Dice = 2|P&G|/(|P|+|G|). Surface = mask voxels with a 6-connected neighbour outside the mask "
-    "(array border counts as outside). Distances in mm between surface voxels, spacing-aware. "
-    "HD95 = 95th percentile of the pooled directed surface distances (medpy). "
-    "ASSD = mean of the two directed mean surface distances (medpy). Empty masks: both empty -> Dice 1, "
-    "HD95 0, ASSD 0; exactly one empty -> Dice 0, HD95 = ASSD = volume diagonal in mm "
+    "(array border counts as outside). Distances in mm between surface voxels, spacing-aware."
+)
+_ASSD_EMPTY_DEFINITION = (
+    "ASSD = mean of the two directed mean surface distances (medpy). Empty masks: both empty -> "
+    "Dice 1, HD95 0, ASSD 0; exactly one empty -> Dice 0, HD95 = ASSD = volume diagonal in mm "
     "(worst-case penalty, flagged)."
 )
+
+
+def check_hd95_convention(convention: str) -> str:
+    """Return ``convention`` if it is one of :data:`HD95_CONVENTIONS`, else ``ValueError``."""
+    if convention not in HD95_CONVENTIONS:
+        raise ValueError(f"unknown HD95 convention {convention!r}; choose one of "
+                         f"{', '.join(HD95_CONVENTIONS)}")
+    return convention
+
+
+def definitions(hd95_convention: str = HD95_MEDPY) -> str:
+    """One paragraph defining every metric, with the given HD95 convention."""
+    return " ".join((_SURFACE_DEFINITION, HD95_DEFINITIONS[check_hd95_convention(hd95_convention)],
+                     _ASSD_EMPTY_DEFINITION))
+
+
+DEFINITIONS = definitions()
 
 
 def _as_mask_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +173,9 @@ def _empty_distance(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) 
     return volume_diagonal(pred.shape, spacing)
 
 
-def _hd95(dists: tuple[np.ndarray, np.ndarray]) -> float:
+def _hd95(dists: tuple[np.ndarray, np.ndarray], convention: str) -> float:
+    if convention == HD95_MONAI:
+        return float(max(np.percentile(d, HD_PERCENTILE) for d in dists))
     return float(np.percentile(np.concatenate(dists), HD_PERCENTILE))
 
 
@@ -148,12 +183,19 @@ def _assd(dists: tuple[np.ndarray, np.ndarray]) -> float:
     return float((dists[0].mean() + dists[1].mean()) / 2)
 
 
-def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
-    """95th-percentile symmetric Hausdorff distance in mm (empty-mask rule applied)."""
+def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], *,
+         convention: str = HD95_MEDPY) -> float:
+    """95th-percentile symmetric Hausdorff distance in mm (empty-mask rule applied).
+
+    ``convention``: ``"medpy"`` (pooled percentile) or ``"monai"`` (max of the directed
+    percentiles); see the module docstring.
+    """
+    check_hd95_convention(convention)
     pred, gt = _as_mask_pair(pred, gt)
     _as_spacing(spacing, pred.ndim)
     penalty = _empty_distance(pred, gt, spacing)
-    return penalty if penalty is not None else _hd95(surface_distances(pred, gt, spacing))
+    return (penalty if penalty is not None
+            else _hd95(surface_distances(pred, gt, spacing), convention))
 
 
 def assd(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
@@ -164,19 +206,22 @@ def assd(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> float:
     return penalty if penalty is not None else _assd(surface_distances(pred, gt, spacing))
 
 
-def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+def binary_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float], *,
+                   hd95_convention: str = HD95_MEDPY) -> dict[str, float]:
     """Dice, HD95 and ASSD of two boolean masks, computing the surface distances once.
 
     Returns:
-        ``{"dice": float, "hd95": mm, "assd": mm}`` with the empty-mask rule applied.
+        ``{"dice": float, "hd95": mm, "assd": mm}`` with the empty-mask rule applied; HD95 in
+        ``hd95_convention`` (``"medpy"`` or ``"monai"``).
     """
+    check_hd95_convention(hd95_convention)
     pred, gt = _as_mask_pair(pred, gt)
     _as_spacing(spacing, pred.ndim)
     penalty = _empty_distance(pred, gt, spacing)
     if penalty is not None:
         return {"dice": dice(pred, gt), "hd95": penalty, "assd": penalty}
     dists = surface_distances(pred, gt, spacing)
-    return {"dice": dice(pred, gt), "hd95": _hd95(dists), "assd": _assd(dists)}
+    return {"dice": dice(pred, gt), "hd95": _hd95(dists, hd95_convention), "assd": _assd(dists)}
 
 
 def empty_mask_flag(pred: np.ndarray, gt: np.ndarray) -> str | None:
@@ -214,8 +259,8 @@ def empty_mask_flags(pred_labels: np.ndarray, gt_labels: np.ndarray,
 
 
 def case_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, class_values: Mapping[str, int],
-                 spacing: Sequence[float], *, case_id: str | None = None
-                 ) -> dict[str, dict[str, float]]:
+                 spacing: Sequence[float], *, case_id: str | None = None,
+                 hd95_convention: str = HD95_MEDPY) -> dict[str, dict[str, float]]:
     """Dice, HD95 and ASSD of every class of one case.
 
     Args:
@@ -224,6 +269,7 @@ def case_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, class_values: M
         class_values: class name -> on-disk label value, e.g. ``{"LV": 3}``.
         spacing: voxel size in mm along ``(X, Y, Z)``.
         case_id: named in the log messages, if given.
+        hd95_convention: ``"medpy"`` (pooled) or ``"monai"`` (max of directed); module docstring.
 
     Returns:
         class name -> ``{"dice": float, "hd95": mm, "assd": mm}``. Classes where exactly one of
@@ -242,5 +288,5 @@ def case_metrics(pred_labels: np.ndarray, gt_labels: np.ndarray, class_values: M
         if flag is not None:
             log.warning("%sclass %s (value %d): %s; scored Dice 0 and HD95/ASSD = volume "
                         "diagonal", f"case {case_id}, " if case_id else "", name, value, flag)
-        results[name] = binary_metrics(pred, gt, spacing)
+        results[name] = binary_metrics(pred, gt, spacing, hd95_convention=hd95_convention)
     return results

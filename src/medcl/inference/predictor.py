@@ -15,9 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcl.data.datasets import group_channels, nifti_files
-from medcl.data.io import Volume, is_nifti, load_image, save_nifti
-from medcl.data.labels import LabelSpec
+from medcl.data.datasets import group_channels
+from medcl.data.dicom import volume_files
+from medcl.data.geometry import GeometryNotes, read_image
+from medcl.data.io import Volume, case_stem, is_nifti, save_nifti
+from medcl.data.labels import BACKGROUND, LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
     field_of_view,
@@ -25,18 +27,25 @@ from medcl.data.preprocessing import (
     pad_to_multiple,
     restore_probs,
 )
-from medcl.errors import DataError
+from medcl.errors import CasesFailed, ConfigError, DataError, MedclError, WriteError
+from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
 from medcl.evaluation.overlay import save_overlays
+from medcl.files import check_writable, paths_overlap
 from medcl.inference.postprocessing import keep_largest_component
 from medcl.models import build_model
 from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
 from medcl.runtime.device import resolve_device
-from medcl.runtime.precision import FastForward
+from medcl.runtime.precision import FastForward, resolve_precision
 
 log = logging.getLogger(__name__)
 
+#: pixels per forward pass at most (16 slices of 256 x 256): bounds the activations' memory
+MAX_BATCH_PIXELS = 16 * 256 * 256
+
 PROBS_DIR = "probs"
 OVERLAY_DIR = "overlays"
+#: files an earlier ``medcl evaluate`` may have left beside predictions.
+STALE_NEIGHBOURS = (SUMMARY_JSON, SUMMARY_MD)
 
 
 class Predictor:
@@ -47,13 +56,15 @@ class Predictor:
         spec: label definition of the training data.
         preprocess: the preprocessing used in training.
         device: where to run the network.
-        batch_size: slices per forward pass.
+        batch_size: slices per forward pass (fewer for slices larger than 256 x 256, so that a
+            pass holds at most ``MAX_BATCH_PIXELS`` pixels).
         flip_tta: average the probabilities over horizontal/vertical flips.
+        geometry: the geometry policy for the channels of an input (:mod:`medcl.data.geometry`).
     """
 
     def __init__(self, model: nn.Module, spec: LabelSpec, preprocess: PreprocessConfig, *,
                  device: torch.device | str = "cpu", batch_size: int = 16,
-                 flip_tta: bool = False) -> None:
+                 flip_tta: bool = False, geometry: str = "auto") -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device)
@@ -62,18 +73,23 @@ class Predictor:
         self.preprocess = preprocess
         self.batch_size = batch_size
         self.flip_tta = flip_tta
+        self.geometry = geometry
         self.size_divisor = getattr(model, "size_divisor", 1)
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
                  device: str = "auto", precision: str | None = None, **kwargs) -> "Predictor":
-        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent).
+        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent) or
+        from a checkpoint file (``run/checkpoints/best.pt``; ``checkpoint`` is then unused).
 
-        ``precision`` defaults to the run's training precision.
+        ``precision``: ``auto`` (default: bf16 where this machine runs it natively, else fp32),
+        ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
         """
-        path = checkpoint_path(run_dir, checkpoint)
-        if checkpoint == "best" and not path.is_file():
-            path = checkpoint_path(run_dir, "last")
+        path = Path(run_dir)
+        if not path.is_file():
+            path = checkpoint_path(run_dir, checkpoint)
+            if checkpoint == "best" and not path.is_file():
+                path = checkpoint_path(run_dir, "last")
         state = load_checkpoint(path)
         spec = LabelSpec.from_dict(state["label_spec"], source=str(path))
         kwargs_model = dict(state["model_kwargs"])
@@ -84,14 +100,18 @@ class Predictor:
         model = build_model(**kwargs_model)
         model.load_state_dict(state["model"])
         cfg = state["config"]
-        model = FastForward(model, precision=precision or cfg.get("precision", "fp32"),
-                            channels_last=cfg.get("channels_last", False))
+        torch_device = resolve_device(device)
+        chosen, reason = resolve_precision(precision or "auto", torch_device)
+        log.info("inference precision %s (%s)", chosen, reason)
+        model = FastForward(model, precision=chosen, channels_last=cfg.get("channels_last", False))
         preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
                                       normalization=cfg["normalization"],
-                                      nonzero_mask=cfg.get("nonzero_mask", False))
+                                      nonzero_mask=cfg.get("nonzero_mask", False),
+                                      windows=spec.channel_windows())
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
+        kwargs.setdefault("geometry", cfg.get("geometry", "auto"))
         log.info("loaded %s (step %d)", path, state.get("step", -1))
-        return cls(model, spec, preprocess, device=resolve_device(device), **kwargs)
+        return cls(model, spec, preprocess, device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(self.model(batch), dim=1)
@@ -107,9 +127,11 @@ class Predictor:
         was_training = self.model.training
         self.model.eval()
         padded, (h, w) = pad_to_multiple(slices, self.size_divisor)
+        # large slices (a 512 x 512 CT) go fewer at a time: the activations stay bounded
+        step = max(1, min(self.batch_size, MAX_BATCH_PIXELS // (h * w)))
         out = []
-        for start in range(0, padded.shape[0], self.batch_size):
-            batch = padded[start:start + self.batch_size].to(self.device)
+        for start in range(0, padded.shape[0], step):
+            batch = padded[start:start + step].to(self.device)
             out.append(self._forward(batch)[..., :h, :w].float().cpu())
         self.model.train(was_training)
         return torch.cat(out)
@@ -128,6 +150,31 @@ class Predictor:
             probs[~mask] = np.eye(probs.shape[-1], dtype=probs.dtype)[0]
         return probs
 
+    def label_volume(self, image: Volume, slices: torch.Tensor | None = None, *,
+                     largest_component: bool = False) -> np.ndarray:
+        """Class indices ``(X, Y, Z)`` (uint8 up to 256 classes) on the input grid of
+        ``image (X, Y, Z, C)``.
+
+        Unlike :meth:`predict_volume` it never holds the whole volume's probabilities: each
+        batch of slices is predicted, resampled back and reduced to its argmax before the next,
+        so the peak beyond the image is about ``batch_size x K`` slices of probabilities (what
+        a 14-class 512 x 512 x 150 CT needs, see docs/data.md).
+        """
+        mask = field_of_view(image.data) if self.preprocess.nonzero_mask else None
+        if slices is None:
+            slices = image_to_slices(image.data, image.spacing[:2], self.preprocess, mask)
+        labels = np.empty(image.shape, dtype=np.uint8 if self.spec.num_classes <= 256
+                          else np.int64)
+        for start in range(0, slices.shape[0], self.batch_size):
+            chunk = slices[start:start + self.batch_size]
+            probs = restore_probs(self.predict_slices(chunk), image.shape[:2])
+            labels[..., start:start + chunk.shape[0]] = probs.argmax(1).permute(1, 2, 0).numpy()
+        if mask is not None:  # outside the field of view is background
+            labels[~mask] = BACKGROUND
+        if largest_component:
+            labels = keep_largest_component(labels, self.spec.num_classes)
+        return labels
+
     def segment(self, probs: np.ndarray, *, largest_component: bool = False) -> np.ndarray:
         """Class indices ``(X, Y, Z)`` from probabilities ``(X, Y, Z, K)``."""
         labels = probs.argmax(axis=-1)
@@ -136,13 +183,15 @@ class Predictor:
         return labels
 
 
-def find_inputs(path: Path, in_channels: int) -> dict[str, tuple[Path, ...]]:
-    """Case id -> channel files, for a folder or a single NIfTI file."""
+def find_inputs(path: Path, in_channels: int,
+                channel_names: tuple[str, ...] = ()) -> dict[str, tuple[Path, ...]]:
+    """Case id -> channel files (``{case}_XXXX`` or ``{case}_{channel name}``) or DICOM series
+    folders, for a folder or a single NIfTI file."""
     if path.is_file():
         if not is_nifti(path):
             raise DataError(f"{path}: not a .nii/.nii.gz file")
-        return group_channels([path], in_channels)
-    return group_channels(nifti_files(path), in_channels)
+        return group_channels([path], in_channels, channel_names)
+    return group_channels(volume_files(path), in_channels, channel_names)
 
 
 def label_dtype(spec: LabelSpec) -> type:
@@ -150,49 +199,103 @@ def label_dtype(spec: LabelSpec) -> type:
     return np.uint8 if top < 256 else (np.uint16 if top < 65536 else np.int32)
 
 
+def _check_output(input_path: Path, output_dir: Path) -> None:
+    """Refuse an output folder that is, holds or lies inside the input; warn of stale summaries."""
+    if paths_overlap(input_path, output_dir):
+        raise DataError(f"{output_dir}: the output folder is, holds or lies inside the input "
+                        f"{input_path}; choose an output folder outside it")
+    stale = [output_dir / name for name in STALE_NEIGHBOURS if (output_dir / name).exists()]
+    if stale:
+        log.warning("%s: left from an earlier evaluation; it does not describe the new "
+                    "predictions (run medcl evaluate again)", ", ".join(map(str, stale)))
+
+
+def predict_case(predictor: Predictor, paths: tuple[Path, ...], target: Path, *,
+                 save_probs: bool = False, largest_component: bool = False,
+                 overlay_slices: int = 0, notes: GeometryNotes | None = None) -> None:
+    """Predict one case (its channel files) into ``target`` (and its probabilities and overlays
+    beside it). The channels are read with the predictor's geometry policy; ``target`` gets the
+    image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`)."""
+    image = read_image(paths, mode=predictor.geometry, notes=notes)
+    spec, case_id, output_dir = predictor.spec, case_stem(target), target.parent
+    if save_probs:  # the whole volume's probabilities are needed anyway
+        probs = predictor.predict_volume(image)
+        labels = predictor.segment(probs, largest_component=largest_component)
+        save_nifti(output_dir / PROBS_DIR / target.name, probs, image, dtype=np.float32)
+        del probs
+    else:
+        labels = predictor.label_volume(image, largest_component=largest_component)
+    save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
+    if overlay_slices:
+        values = dict(zip(spec.foreground_names, spec.label_values[1:]))
+        save_overlays(image.data[..., 0], spec.to_values(labels), None,
+                      output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices,
+                      affine=image.affine)
+
+
 def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                  predictor: Predictor, *, save_probs: bool = False,
                  largest_component: bool = False, overwrite: bool = False,
-                 overlay_slices: int = 0,
+                 skip_existing: bool = False, overlay_slices: int = 0,
                  progress: Callable[[str], None] | None = None) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
 
-    Outputs keep the input's affine, header and shape and hold the dataset's on-disk label
-    values. Nothing is written if any output already exists and ``overwrite`` is false.
+    A case is a NIfTI file per channel (``{case}_XXXX`` or ``{case}_{channel name}``) or a
+    folder holding one DICOM series (:mod:`medcl.data.dicom`).
+
+    Outputs keep the input's grid and geometry (as :mod:`medcl.data.geometry` reads it, written
+    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if any output already exists and neither ``overwrite`` nor
+    ``skip_existing`` is set; ``overwrite`` replaces only the files this prediction writes.
+    A case that fails (unreadable, wrong geometry, ...) does not stop the others.
 
     Args:
         save_probs: also write ``output_dir/probs/{case}.nii.gz``: ``(X, Y, Z, K)`` float32
             probabilities (a sub-folder, so ``output_dir`` stays a folder of label maps).
         largest_component: keep only the largest 3D component of each class.
+        skip_existing: leave cases whose ``{case}.nii.gz`` already exists as they are.
         overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
-        progress: called with each case id once it is done.
+        progress: called with each case id once it is done (or skipped, or failed).
+
+    Returns:
+        the label maps written.
+
+    Raises:
+        DataError: the input is missing or overlaps ``output_dir``, or outputs exist.
+        WriteError: an output could not be written (full disk, read-only folder): stops at once.
+        CasesFailed: (folder input) after every other case was predicted, naming each failed
+            case and why; a single input file raises its own error instead.
     """
     input_path, output_dir = Path(input_path), Path(output_dir)
     if not input_path.exists():
         raise DataError(f"{input_path}: input not found")
-    cases = find_inputs(input_path, predictor.spec.in_channels)
+    _check_output(input_path, output_dir)
+    if overlay_slices < 0:
+        raise ConfigError(f"overlay_slices must be >= 0, got {overlay_slices}")
+    cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
     targets = {c: output_dir / f"{c}.nii.gz" for c in cases}
-    if not overwrite:
-        existing = [p for p in targets.values() if p.exists()]
-        if existing:
-            raise DataError(f"{existing[0]}: output already exists ({len(existing)} files); "
-                            "pass --overwrite to replace predictions")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    existing = [c for c, p in targets.items() if p.exists()]
+    if existing and skip_existing:
+        log.info("%d cases already predicted in %s; skipped", len(existing), output_dir)
+        cases = {c: p for c, p in cases.items() if c not in existing}
+    elif existing and not overwrite:
+        raise DataError(f"{targets[existing[0]]}: output already exists ({len(existing)} files); "
+                        "pass --overwrite to replace predictions or --continue to skip them")
+    check_writable(output_dir)
+    written, failures, notes = [], {}, GeometryNotes()
     for case_id, paths in cases.items():
-        image = load_image(paths)
-        probs = predictor.predict_volume(image)
-        labels = predictor.segment(probs, largest_component=largest_component)
-        spec = predictor.spec
-        save_nifti(targets[case_id], spec.to_values(labels), image, dtype=label_dtype(spec))
-        written.append(targets[case_id])
-        if save_probs:
-            save_nifti(output_dir / PROBS_DIR / f"{case_id}.nii.gz", probs, image,
-                       dtype=np.float32)
-        if overlay_slices:
-            values = dict(zip(spec.foreground_names, spec.label_values[1:]))
-            save_overlays(image.data[..., 0], spec.to_values(labels), None,
-                          output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices)
+        try:
+            predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
+                         largest_component=largest_component, overlay_slices=overlay_slices,
+                         notes=notes)
+            written.append(targets[case_id])
+        except MedclError as exc:
+            if isinstance(exc, WriteError) or input_path.is_file():
+                raise  # a full disk stops everything; a single input file is its own error
+            failures[case_id] = " ".join(str(exc).split())
+            log.error("case %s: %s; continuing with the next case", case_id, failures[case_id])
         if progress is not None:
             progress(case_id)
+    notes.warn(str(input_path))
+    if failures:
+        raise CasesFailed(failures, written)
     return written

@@ -9,12 +9,13 @@ A checkpoint is a dict with ``model``, ``optimizer``, ``schedule``, ``rng``, ``s
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
 
 from medcl.errors import DataError
-from medcl.files import atomic_path
+from medcl.files import atomic_path, write_error
 
 CHECKPOINT_DIR = "checkpoints"
 CHECKPOINT_NAMES = ("best", "last")
@@ -27,9 +28,17 @@ def checkpoint_path(run_dir: str | os.PathLike, name: str) -> Path:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename."""
+    """``torch.save`` to a temporary file beside ``path``, then rename.
+
+    Raises:
+        WriteError: the disk is full or the folder read-only (torch reports a full disk as a
+            ``RuntimeError`` from its zip writer); ``path`` keeps its earlier content.
+    """
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as exc:
+            raise write_error(path, exc) from exc
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
@@ -43,6 +52,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise DataError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{path}: refused: loading it would run code (it holds objects other "
+                        "than tensors and plain data; medcl loads checkpoints with "
+                        "weights_only=True)") from exc
     except Exception as exc:  # torch raises many types for corrupt files
         raise DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     missing = {"model", "config", "label_spec", "model_kwargs"} - set(state if isinstance(state, dict) else {})

@@ -8,10 +8,46 @@ import torch
 from torch import nn
 
 from medcl.errors import ConfigError
+from medcl.runtime.cpu import NATIVE_BF16_FLAGS, cpu_info, kernel_path
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+#: what a user may ask for: a precision, or ``auto`` (bf16 where the hardware runs it natively)
+PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 log = logging.getLogger(__name__)
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` runs bf16 natively, and why (for the log and the run folder)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        if torch.cuda.is_bf16_supported():
+            return True, f"CUDA device {name} supports bf16"
+        return False, f"CUDA device {name} has no native bf16"
+    info = cpu_info()
+    flags = [f for f in NATIVE_BF16_FLAGS if f in info.flags]
+    if flags:
+        return True, f"CPU {info.model or 'unknown'} has {', '.join(flags)}"
+    return False, (f"CPU {info.model or 'unknown'} has none of {', '.join(NATIVE_BF16_FLAGS)} "
+                   f"(torch kernels: {kernel_path()})")
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
+    """``(precision, reason)`` for ``requested`` in :data:`PRECISION_CHOICES` on ``device``.
+
+    ``auto`` gives bf16 autocast only where the hardware runs bf16 natively, fp32 elsewhere.
+    Forcing bf16 where it is emulated logs a warning: it works, several times slower than fp32.
+    """
+    if requested not in PRECISION_CHOICES:
+        raise ConfigError(f"unknown precision {requested!r}; valid: {', '.join(PRECISION_CHOICES)}")
+    native, why = native_bf16(device)
+    if requested == "auto":
+        chosen = "bf16" if native else "fp32"
+        return chosen, f"auto: {why}"
+    if requested == "bf16" and not native:
+        log.warning("bf16 was asked for, but %s: bf16 is emulated there and runs several times "
+                    "slower than fp32 (use --precision auto or fp32)", why)
+    return requested, f"asked for {requested}; {why}"
 
 
 class FastForward(nn.Module):

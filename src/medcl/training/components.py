@@ -94,4 +94,4 @@ def build_sampler(cfg: TrainConfig, cases: list[PreparedCase], *, ignore_index: 
                   generator: torch.Generator) -> SliceSampler:
     return SliceSampler(cases, crop_size=(cfg.crop_size, cfg.crop_size), ignore_index=ignore_index,
                         labelled_fraction=cfg.labelled_fraction, generator=generator,
-                        crop_mode=cfg.crop_mode)
+                        crop_mode=cfg.crop_mode, class_balance=cfg.class_balance)

@@ -11,6 +11,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medcl.data.datasets import TRAIN_LABELS
+from medcl.data.geometry import GEOMETRY_MODES
+from medcl.data.slice_cache import SLICE_CACHES
 from medcl.errors import ConfigError
 from medcl.method.clustering import (
     CLUSTERINGS,
@@ -24,10 +27,14 @@ from medcl.method.clustering import (
 )
 from medcl.method.objectives import SUPERVISIONS
 from medcl.models.registry import MODEL_REGISTRY
+from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.schedule import LR_SCHEDULES
 
-METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl")
+METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl", "recommended")
 DEVICES = ("auto", "cpu", "cuda")
+#: the section of a run's config.json that records what the machine decided at run time (the
+#: precision ``auto`` chose, and why); informative, ignored when the file is read back
+RESOLVED_KEY = "resolved"
 
 
 _NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_weight": 0.0,
@@ -35,15 +42,21 @@ _NO_MEDCL = {"mix_pce_weight": 0.0, "mix_consistency_weight": 0.0, "existence_we
              "intra_mix": False}
 _MIX = {"mix_pce_weight": 1.0, "mix_consistency_weight": 1.0, "intra_mix": True}
 _CLUSTER = {"global_weight": 1.0, "local_weight": 1.0, "prompt_consistency_weight": 1.0}
+_MEDCL = {**_MIX, **_CLUSTER, "existence_weight": 1.0, "dice_weight": 1.0,
+          "labelled_fraction": 0.5}
+_PAPER = {"supervised_warmup": 0.0, "nonzero_mask": False}
 #: what each --method sets for the options left unset (None); docs/method.md explains the rows.
 METHOD_PRESETS: dict[str, dict] = {
-    "pce": {**_NO_MEDCL, "dice_weight": 0.0, "labelled_fraction": 1.0},
-    "mix": {**_NO_MEDCL, **_MIX, "dice_weight": 0.0, "labelled_fraction": 0.5},
-    "cluster": {**_NO_MEDCL, **_CLUSTER, "dice_weight": 0.0, "labelled_fraction": 0.5},
-    "mix_cluster": {**_NO_MEDCL, **_MIX, **_CLUSTER, "dice_weight": 0.0,
+    "pce": {**_PAPER, **_NO_MEDCL, "dice_weight": 0.0, "labelled_fraction": 1.0},
+    "mix": {**_PAPER, **_NO_MEDCL, **_MIX, "dice_weight": 0.0, "labelled_fraction": 0.5},
+    "cluster": {**_PAPER, **_NO_MEDCL, **_CLUSTER, "dice_weight": 0.0, "labelled_fraction": 0.5},
+    "mix_cluster": {**_PAPER, **_NO_MEDCL, **_MIX, **_CLUSTER, "dice_weight": 0.0,
                     "labelled_fraction": 0.5},
-    "medcl": {**_MIX, **_CLUSTER, "existence_weight": 1.0, "dice_weight": 1.0,
-              "labelled_fraction": 0.5},
+    "medcl": {**_PAPER, **_MEDCL},
+    # the recipe that did best on few-scribble MSCMR *validation* (docs/results.md): MedCL after
+    # a supervised warm-up of 30 % of the budget; nonzero_mask stays None, so the zero filling
+    # around the acquisition is detected from the training images (training/data.py)
+    "recommended": {**_MEDCL, "supervised_warmup": 0.3},
 }
 
 
@@ -61,6 +74,14 @@ class TrainConfig:
     num_scribbled: int | None = _opt(None, "keep scribbles of the first N training cases "
                                      "(sorted ids); the rest are unlabelled with class tags")
     scribbled_cases: list[str] | None = _opt(None, "explicit case ids whose scribbles are kept")
+    geometry: str = _opt("auto", "header geometry policy (docs/data.md): auto puts files with no "
+                         "or self-inconsistent geometry on the image's grid and stops on a real "
+                         "conflict; image accepts the image's geometry for every file of its "
+                         "shape; strict stops on any difference",
+                         choices=GEOMETRY_MODES)
+    train_labels: str = _opt("labels", "training label files of a described layout: labels "
+                             "(the scribbles) or dense_labels (the fully supervised upper bound, "
+                             "with --supervision dense)", choices=TRAIN_LABELS)
     supervision: str = _opt("scribble", "scribble: partial CE on labelled pixels; dense: CE "
                             "(+ Dice with --dice-weight) on dense labels, the upper bound",
                             choices=SUPERVISIONS)
@@ -68,10 +89,20 @@ class TrainConfig:
                                         "(default: median of the training cases)")
     normalization: str = _opt("zscore", "per-volume intensity normalisation",
                               choices=("zscore", "minmax", "none"))
-    nonzero_mask: bool = _opt(False, "the zero-filled region outside the acquired field of "
-                              "view is background: excluded from normalisation, labelled "
-                              "background in training, predicted background")
+    nonzero_mask: bool | None = _opt(None, "the zero-filled region outside the acquired field "
+                                     "of view is background: excluded from normalisation, "
+                                     "labelled background in training, predicted background "
+                                     "(default: off for the paper's presets; detected from the "
+                                     "training images for --method recommended)")
     crop_size: int = _opt(192, "square training crop size in pixels")
+    slice_cache: str = _opt("memory", "where the preprocessed training slices live: memory, or "
+                            "disk (written to RUN/slices, memory-mapped, removed after training: "
+                            "for training sets larger than the memory, e.g. abdominal CT)",
+                            choices=SLICE_CACHES)
+    class_balance: float = _opt(0.0, "share of the labelled training draws that pick a "
+                                "foreground class uniformly and crop around one of its pixels "
+                                "(for many classes of very different sizes, e.g. 0.5 for "
+                                "abdominal CT); 0: slices drawn uniformly")
     # augmentation
     rotate_degrees: float = _opt(15.0, "max random rotation in degrees")
     scale_min: float = _opt(0.85, "min random isotropic scale")
@@ -145,11 +176,12 @@ class TrainConfig:
     labelled_fraction: float | None = _opt(None, "share of each batch drawn from scribbled "
                                            "slices when unlabelled slices are used "
                                            "(default: 0.5 for methods that use them)")
-    supervised_warmup: float = _opt(0.0, "share of training (of the wall-clock budget with "
+    supervised_warmup: float | None = _opt(None, "share of training (of the wall-clock budget with "
                                     "max_minutes, else of the iterations) spent on the scribble "
                                     "loss alone (one view of scribbled slices, no mixing or "
                                     "clustering) before the other MedCL terms switch on; 0: from "
-                                    "the first step, as in the paper")
+                                    "the first step, as in the paper (default: 0; 0.3 for "
+                                    "--method recommended)")
     # optimisation
     batch_size: int = _opt(8, "slices per batch")
     lr: float = _opt(1e-3, "peak learning rate (AdamW)")
@@ -166,14 +198,19 @@ class TrainConfig:
     device: str = _opt("auto", "device", choices=DEVICES)
     num_threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
     infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference")
-    precision: str = _opt("fp32", "bf16 runs the network under bf16 autocast (CPU with "
-                          "AVX512-BF16 or GPU); losses stay fp32", choices=("fp32", "bf16"))
+    precision: str = _opt("auto", "network precision: auto (bf16 autocast where the hardware "
+                          "runs bf16 natively: CPU flags avx512_bf16/amx_bf16, CUDA with bf16; "
+                          "fp32 elsewhere), fp32, or bf16 (forced; emulated and slow on AVX2-only "
+                          "CPUs); losses stay fp32", choices=PRECISION_CHOICES)
     channels_last: bool = _opt(False, "channels-last memory layout for the network")
     compile: bool = _opt(False, "torch.compile the network's training forward (inductor; the "
                          "first steps compile); falls back to eager with a warning")
     sync_bn: bool = _opt(False, "synchronise batch-norm statistics across torchrun processes")
+    checkpoint_minutes: float = _opt(5.0, "minutes between time-based saves of last.pt, "
+                                     "independent of validation (0: only at validation)")
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} is not valid; choose from {', '.join(METHODS)}")
         for name, value in METHOD_PRESETS[self.method].items():
@@ -206,10 +243,22 @@ class TrainConfig:
             raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
         if self.labelled_fraction is not None and not 0 < self.labelled_fraction <= 1:
             raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if not 0 <= self.class_balance <= 1:
+            raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0 <= self.supervised_warmup < 1:
             raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
         if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
             raise ConfigError("sam_prompt_tokens must be >= 1 and sam_cache_size >= 0")
+        at_least = {"num_threads": 1, "head_grid": 1, "head_hidden": 1, "code_dim": 1,
+                    "num_prototypes": 1, "num_scribbled": 1}
+        for name, low in at_least.items():
+            if getattr(self, name) is not None and getattr(self, name) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.target_spacing is not None and not self.target_spacing > 0:
+            raise ConfigError(f"target_spacing must be > 0 mm, got {self.target_spacing}")
+        if self.temperature <= 0 or self.checkpoint_minutes < 0:
+            raise ConfigError(f"temperature must be > 0 and checkpoint_minutes >= 0, got "
+                              f"{self.temperature}, {self.checkpoint_minutes}")
         if self.num_scribbled is not None and self.scribbled_cases:
             raise ConfigError("give num_scribbled or scribbled_cases, not both")
 
@@ -218,6 +267,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "configuration") -> "TrainConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a JSON object of options, got "
+                              f"{type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -231,7 +283,38 @@ class TrainConfig:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: cannot read configuration ({exc})") from None
+        if isinstance(data, dict):
+            data.pop(RESOLVED_KEY, None)
         return cls.from_dict(data, source=str(path))
+
+
+def _type_ok(value, base: type) -> bool:
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, base)
+
+
+def check_field_types(cfg: TrainConfig) -> None:
+    """Every field holds its declared type (a JSON file can hold anything); ints become floats
+    where a float is declared.
+
+    Raises:
+        ConfigError: naming the field, the value and the expected type.
+    """
+    for f in dataclasses.fields(cfg):
+        base, optional, is_list = field_type(f)
+        value = getattr(cfg, f.name)
+        if value is None and optional:
+            continue
+        items = value if is_list and isinstance(value, list) else [value]
+        if (is_list and not isinstance(value, list)) or not all(_type_ok(v, base) for v in items):
+            expected = f"a list of {base.__name__}" if is_list else base.__name__
+            raise ConfigError(f"{f.name}={value!r} is not valid; expected {expected}"
+                              + (" or null" if optional else ""))
+        if base is float and not is_list:
+            setattr(cfg, f.name, float(value))
 
 
 def field_type(f: dataclasses.Field) -> tuple[type, bool, bool]:

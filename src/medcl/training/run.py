@@ -13,26 +13,43 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from medcl.data.slice_cache import CACHE_DIR, remove_cache
 from medcl.errors import ConfigError, DataError
-from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
+from medcl.files import check_writable
+from medcl.runtime import distributed
+from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_checkpoint
 from medcl.runtime.device import set_threads
 from medcl.training.config import TrainConfig
 from medcl.training.data import load_training_data
-from medcl.training.run_folder import CONFIG_NAME
+from medcl.training.interrupt import StopSignal
+from medcl.training.run_folder import (
+    CONFIG_NAME,
+    PATH_KEYS,
+    absolute_paths,
+    check_same_dataset,
+    clean_temporaries,
+    run_state,
+    truncate_metrics,
+    write_cases,
+)
 from medcl.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
-#: options that may change when a run is resumed; all others must stay as saved.
+#: options that may change when a run is resumed; all others must stay as saved. A new
+#: ``data``/``labels`` path must hold the same dataset (label definition and case ids).
 RESUME_OVERRIDABLE = ("iterations", "max_minutes", "device", "num_threads", "val_interval",
-                      "log_interval", "infer_batch_size", "precision", "channels_last", "compile")
+                      "log_interval", "infer_batch_size", "precision", "channels_last", "compile",
+                      "checkpoint_minutes", "data", "labels")
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:
     """The saved configuration of ``run_dir`` with the allowed ``overrides`` applied."""
     path = Path(run_dir) / CONFIG_NAME
+    if not path.is_file():
+        raise DataError(f"{path}: nothing to resume (no run in {run_dir})")
     cfg = TrainConfig.from_file(path)
-    overrides = overrides or {}
+    overrides = absolute_paths(overrides or {})
     bad = sorted(k for k, v in overrides.items() if k not in RESUME_OVERRIDABLE
                  and v != getattr(cfg, k, None))
     if bad:
@@ -41,30 +58,70 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict | None = None) -> 
     return replace(cfg, **overrides)
 
 
+def _prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Check the run folder before any data is loaded; the checkpoint to resume, if any.
+
+    Raises:
+        DataError: a fresh run in a folder that holds one, or ``resume`` with no run there.
+        WriteError: the folder cannot be written.
+    """
+    state = run_state(run_dir)
+    if resume and state == "empty":
+        raise DataError(f"{run_dir / CONFIG_NAME}: nothing to resume (no run in {run_dir})")
+    if not resume and state != "empty":
+        hint = ("; it has no checkpoint yet: --resume starts it from step 0 with its stored "
+                "configuration" if state == "configured" else "")
+        raise DataError(f"{run_dir}: already holds a run; pass --resume or choose another "
+                        f"--out{hint}")
+    if distributed.from_env().is_main:
+        check_writable(run_dir / CHECKPOINT_DIR)
+        clean_temporaries(run_dir)
+    return checkpoint_path(run_dir, "last") if state == "checkpointed" else None
+
+
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
           callback: Callable[[dict], None] | None = None) -> dict:
-    """Train with ``cfg.method``'s objective; write ``run_dir/{config.json, metrics.jsonl,
-    checkpoints/}``. Under ``torchrun`` every process calls this (see :mod:`medcl.distributed`).
+    """Train with ``cfg.method``'s objective; write ``run_dir/{config.json, cases.json,
+    metrics.jsonl, checkpoints/}``. Under ``torchrun`` every process calls this (see
+    :mod:`medcl.distributed`).
 
     Args:
-        cfg: the configuration (for ``resume``, see :func:`resume_config`).
+        cfg: the configuration (for ``resume``, see :func:`resume_config`); ``data`` and
+            ``labels`` are stored as absolute paths.
         run_dir: output folder; must not hold a run unless ``resume``.
-        resume: continue from ``run_dir/checkpoints/last.pt`` exactly where it stopped.
+        resume: continue from ``run_dir/checkpoints/last.pt`` exactly where it stopped (from
+            step 0 if the run has a configuration but no checkpoint yet).
         callback: receives ``{"event": "step" | "val", ...}`` records (the CLI's progress bar).
 
     Returns:
         ``{"step", "elapsed_seconds", "best", "best_step", "last_val"}``.
+
+    Raises:
+        Interrupted: on SIGTERM/SIGINT, after ``last.pt`` was saved (see
+            :mod:`medcl.training.interrupt`).
     """
     run_dir = Path(run_dir)
-    last_path = checkpoint_path(run_dir, "last")
-    if resume and not last_path.is_file():
-        raise DataError(f"{last_path}: nothing to resume")
-    if not resume and (run_dir / CONFIG_NAME).exists():
-        raise DataError(f"{run_dir}: already holds a run; pass --resume or choose another --out")
+    last_path = _prepare_run_dir(run_dir, resume)
+    cfg = replace(cfg, **absolute_paths({k: getattr(cfg, k) for k in PATH_KEYS}))
     set_threads(cfg.num_threads)
-    data, cfg = load_training_data(cfg)
-    trainer = Trainer(cfg, data, run_dir, callback=callback)
+    cache = run_dir / CACHE_DIR if cfg.slice_cache == "disk" else None
+    data, cfg = load_training_data(cfg, cache_dir=cache)
+    cases = {"train": [c.case_id for c in data.train], "val": [c.case_id for c in data.val]}
+    ckpt = load_checkpoint(last_path) if last_path is not None else None
     if resume:
-        trainer.restore(load_checkpoint(last_path))
+        check_same_dataset(run_dir, cases, data.spec, ckpt and ckpt["label_spec"])
+    trainer = Trainer(cfg, data, run_dir, callback=callback)
+    if ckpt is not None:
+        trainer.restore(ckpt)
         log.info("resumed %s at step %d", last_path, trainer.state["step"])
-    return trainer.run()
+    elif resume:
+        log.info("%s has no checkpoint: starting from step 0 with its configuration", run_dir)
+    if trainer.dist.is_main:
+        truncate_metrics(run_dir, trainer.state["step"])
+        write_cases(run_dir, cases)
+    try:
+        with StopSignal() as stop:
+            return trainer.run(stop)
+    finally:
+        if cache is not None and trainer.dist.is_main:
+            remove_cache(cache)

@@ -22,7 +22,7 @@ from medcl.models import build_model
 from medcl.runtime import distributed
 from medcl.runtime.checkpoint import checkpoint_path, save_checkpoint
 from medcl.runtime.device import resolve_device
-from medcl.runtime.precision import FastForward
+from medcl.runtime.precision import FastForward, resolve_precision
 from medcl.runtime.rng import rng_state, seed_everything, set_rng_state
 from medcl.training.components import (
     build_augmentation,
@@ -30,9 +30,10 @@ from medcl.training.components import (
     build_sampler,
     model_kwargs,
 )
-from medcl.training.config import TrainConfig
+from medcl.training.config import RESOLVED_KEY, TrainConfig
 from medcl.training.data import TrainingData
 from medcl.training.embeddings import precompute_embeddings
+from medcl.training.interrupt import PeriodicSave, StopSignal, interrupted
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
 from medcl.training.schedule import LRSchedule
 from medcl.training.validation import validate
@@ -83,7 +84,9 @@ class Trainer:
         self.model.to(self.device)
         self.objective = build_objective(cfg, num_classes=spec.num_classes,
                                          ignore_index=spec.ignore_index).to(self.device)
-        self.network = FastForward(self.model, precision=cfg.precision,
+        self.precision, self.precision_reason = resolve_precision(cfg.precision, self.device)
+        log.info("training precision %s (%s)", self.precision, self.precision_reason)
+        self.network = FastForward(self.model, precision=self.precision,
                                    channels_last=cfg.channels_last, compile=cfg.compile)
         step = TrainStep(self.network, self.objective)
         # the supervised warm-up leaves the objective's heads out of the graph
@@ -189,17 +192,24 @@ class Trainer:
                       "dice": result and result["dice"]})
         distributed.barrier()
 
-    def run(self) -> dict:
+    def run(self, stop: StopSignal | None = None) -> dict:
+        """Train to ``iterations`` (or the budget), validating and checkpointing on the way.
+
+        Raises:
+            Interrupted: once ``stop`` has seen SIGTERM/SIGINT, after ``last.pt`` was saved.
+        """
         cfg, state = self.cfg, self.state
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / CONFIG_NAME,
-                              json.dumps(cfg.to_dict(), indent=2) + "\n")
+            resolved = {"precision": self.precision, "precision_reason": self.precision_reason}
+            atomic_write_text(self.run_dir / CONFIG_NAME, json.dumps(
+                {**cfg.to_dict(), RESOLVED_KEY: resolved}, indent=2) + "\n")
         precompute_embeddings(self)  # a frozen encoder: every slice encoded once, off the clock
         self.model.train()
         start = time.monotonic() - state["elapsed_seconds"]
         window_start, window_slices = time.monotonic(), 0
         validated_at = None
+        autosave = PeriodicSave(cfg.checkpoint_minutes, state["elapsed_seconds"])
         try:
             while state["step"] < cfg.iterations:
                 if self.max_seconds and state["elapsed_seconds"] >= self.max_seconds:
@@ -222,7 +232,15 @@ class Trainer:
                 if cfg.val_interval and state["step"] % cfg.val_interval == 0:
                     self.validate()
                     validated_at = state["step"]
+                    autosave.saved(state["elapsed_seconds"])
                     window_start, window_slices = time.monotonic(), 0
+                elif autosave.due(state["elapsed_seconds"]):
+                    self.save("last")
+                    autosave.saved(state["elapsed_seconds"])
+                signum = stop.agreed(self.device) if stop is not None else None
+                if signum is not None:
+                    self.save("last")
+                    raise interrupted(signum, state["step"], self.run_dir)
             if validated_at != state["step"]:
                 self.validate()
         finally:

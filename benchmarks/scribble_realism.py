@@ -1,0 +1,98 @@
+"""Does the simulator's realism matter? MedCL on few-scribble MyoPS, the same 5 training cases
+once with their real scribbles and once with scribbles simulated from their dense labels
+(``medcl scribble`` defaults), the same budget (steps) and seed; validation Scar / Edema.
+
+    python benchmarks/scribble_realism.py --iterations 300 --work /tmp/scribble_realism
+
+The simulated scribbles are written into ``WORK/dataset/sim_scribbles`` beside links to the
+real MyoPS folders (``$MEDCL_DATA/MyoPS2020``, read-only). Writes
+``benchmarks/results/scribble_realism_{iterations}steps.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from mscmr import git_commit, read_metrics
+
+from medcl.data.labels import LabelSpec
+from medcl.data.scribble_files import named_options, scribble_folder
+from medcl.runtime.cpu import cpu_info
+from medcl.training.config import TrainConfig
+from medcl.training.run import train
+
+REPO = Path(__file__).resolve().parents[1]
+DESCRIPTION = REPO / "examples" / "myops.json"
+LINKED = ("train25", "test20", "train25_myops_gd", "scribbles")
+SIM_FOLDER = "sim_scribbles"
+SIM_UNLABELLED = 4000  # no class of MyoPS uses it
+FEW_SCRIBBLED = 5
+
+
+def prepare(work: Path, data: Path) -> dict[str, Path]:
+    """The dataset folder with the simulated scribbles, and a description for each variant."""
+    dataset = work / "dataset"
+    dataset.mkdir(parents=True, exist_ok=True)
+    for name in LINKED:
+        if not (dataset / name).exists():
+            (dataset / name).symlink_to(data / name, target_is_directory=True)
+    real = json.loads(DESCRIPTION.read_text())
+    sim = json.loads(DESCRIPTION.read_text())
+    sim["labels"]["ignore"] = SIM_UNLABELLED
+    sim["label_kinds"]["sim"] = {"unlabelled": SIM_UNLABELLED, "map": {"600": "background"}}
+    sim["files"]["train"].update(labels=f"{SIM_FOLDER}/{{case}}_gd.nii.gz", label_kind="sim")
+    paths = {"real": work / "real.json", "simulated": work / "simulated.json"}
+    paths["real"].write_text(json.dumps(real, indent=1))
+    paths["simulated"].write_text(json.dumps(sim, indent=1))
+    if not (dataset / SIM_FOLDER).exists():
+        spec = LabelSpec.from_file(paths["simulated"])
+        scribble_folder(data / "train25_myops_gd", dataset / SIM_FOLDER, spec,
+                        options=named_options(spec), seed=0)
+    return {"dataset": dataset, **paths}
+
+
+def best_validation(run_dir: Path) -> dict:
+    vals = [r for r in read_metrics(run_dir) if r["event"] == "val" and r["mean_dice"] is not None]
+    best = max(vals, key=lambda r: r["mean_dice"])
+    return {"best_step": best["step"], "mean_scar_edema": best["mean_dice"],
+            "dice": best["dice"], "curve": [(r["step"], r["mean_dice"]) for r in vals]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--val-interval", type=int, default=75)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", default=str(REPO / "runs" / "scribble_realism"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MyoPS2020"
+    work = Path(args.work)
+    paths = prepare(work, data)
+    record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
+              "machine": f"{cpu_info().model}, {os.cpu_count()} cores", "rows": {}}
+    for variant in ("real", "simulated"):
+        cfg = TrainConfig(data=str(paths["dataset"]), labels=str(paths[variant]),
+                          method="medcl", num_scribbled=FEW_SCRIBBLED,
+                          iterations=args.iterations, val_interval=args.val_interval,
+                          seed=args.seed, num_threads=args.threads, device="cpu")
+        started = time.monotonic()
+        result = train(cfg, work / f"run_{variant}")
+        record["rows"][variant] = {"steps": result["step"],
+                                   "wall_minutes": round((time.monotonic() - started) / 60, 1),
+                                   **best_validation(work / f"run_{variant}")}
+        print(variant, json.dumps(record["rows"][variant]), flush=True)
+    out = REPO / "benchmarks" / "results" / f"scribble_realism_{args.iterations}steps.json"
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
