@@ -12,7 +12,7 @@ top of the full store) and a stand-in of the same output shape and dtype for the
 encoder costs about 3 CPU-seconds per slice here; the store's size and layout are the same).
 The decoder, the losses, the optimiser and validation are the real ones.
 
-Writes ``benchmarks/results/sam_memory_b{batch}.json``.
+Writes ``benchmarks/results/sam_memory_b{batch}[_recompute].json``.
 """
 
 from __future__ import annotations
@@ -43,13 +43,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--decode", choices=("joint", "per_prompt"), default="joint")
+    parser.add_argument("--recompute", action="store_true",
+                        help="recompute the decoder's activations in the backward pass")
     parser.add_argument("--run", default=str(REPO / "runs" / "sam_memory"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(data=str(DATA), labels=str(LABELS), method="medcl", num_scribbled=5,
                       target_spacing=1.36719, batch_size=args.batch_size,
                       iterations=args.steps, val_interval=0, num_threads=args.threads,
-                      device="cpu", sam_decode=args.decode, **SAM_OPTIONS)
+                      device="cpu", sam_decode=args.decode,
+                      sam_recompute=args.recompute, **SAM_OPTIONS)
     data, cfg = load_training_data(cfg)
     trainer = Trainer(cfg, data, Path(args.run))
     sam = trainer.model.sam
@@ -78,11 +81,12 @@ def main() -> None:
     record = {"command": " ".join(["python"] + sys.argv), "commit": commit, "machine": machine(),
               "shared_machine": "other engineers' jobs ran on the same 2 cores",
               "load_average_end": os.getloadavg(), "batch_size": args.batch_size,
-              "decode": args.decode, "steps": args.steps, "options": SAM_OPTIONS,
+              "decode": args.decode, "recompute": args.recompute, "steps": args.steps, "options": SAM_OPTIONS,
               "encoder_calls": calls[0], "expected_calls": n_calls,
               "embeddings": next(r for r in metrics if r["event"] == "embeddings"),
               "wall_s": round(wall, 1), "peak_rss_mib": round(peak_rss_mib(), 1)}
-    out = REPO / "benchmarks" / "results" / f"sam_memory_b{args.batch_size}.json"
+    suffix = "_recompute" if args.recompute else ""
+    out = REPO / "benchmarks" / "results" / f"sam_memory_b{args.batch_size}{suffix}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
 

@@ -38,7 +38,7 @@ def _sam_segmenter(backbone: str, *, in_channels: int, num_classes: int,
                    checkpoint: str | None = None, encoder: str = "frozen",
                    num_prompt_tokens: int = 2, union_prompt: bool = True,
                    cache_size: int = 2048, resize: str = "shrink",
-                   decode_mode: str = "per_prompt") -> SamSegmenter:
+                   decode_mode: str = "per_prompt", recompute: bool = False) -> SamSegmenter:
     """A :class:`~medcl.models.sam.SamSegmenter` on the SAM-family ``backbone``.
 
     ``checkpoint``: a SAM-format weights file, ``"auto"`` (the LiteMedSAM weights of the
@@ -54,7 +54,8 @@ def _sam_segmenter(backbone: str, *, in_channels: int, num_classes: int,
     sam = build_sam(backbone, checkpoint)
     return SamSegmenter(sam, in_channels=in_channels, num_classes=num_classes, encoder=encoder,
                         num_prompt_tokens=num_prompt_tokens, union_prompt=union_prompt,
-                        cache_size=cache_size, resize=resize, decode_mode=decode_mode)
+                        cache_size=cache_size, resize=resize, decode_mode=decode_mode,
+                        recompute=recompute)
 
 
 def lite_medsam(**kwargs: Any) -> SamSegmenter:

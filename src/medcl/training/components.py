@@ -33,7 +33,7 @@ def model_kwargs(cfg: TrainConfig, spec: LabelSpec) -> dict:
                 "num_prompt_tokens": cfg.sam_prompt_tokens,
                 "union_prompt": bool(cfg.prompt_consistency_weight),
                 "cache_size": cfg.sam_cache_size, "resize": cfg.sam_resize,
-                "decode_mode": cfg.sam_decode}
+                "decode_mode": cfg.sam_decode, "recompute": cfg.sam_recompute}
     kwargs.update(norm=cfg.norm, dropout=cfg.dropout)
     if cfg.widths:
         kwargs["widths"] = list(cfg.widths)

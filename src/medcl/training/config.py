@@ -126,6 +126,9 @@ class TrainConfig:
     sam_decode: str = _opt("joint", "SAM models: joint (all prompts of an image in one decoder "
                            "pass) or per_prompt (one pass per prompt)",
                            choices=("joint", "per_prompt"))
+    sam_recompute: bool = _opt(False, "SAM models: recompute the decoder's activations in the "
+                               "backward pass instead of keeping them (less memory, one more "
+                               "decoder forward per step)")
     sam_resize: str = _opt("shrink", "SAM models: shrink (only slices larger than the encoder "
                            "input are scaled down; the spacing is kept) or longest (every slice's "
                            "longest side to the input size, LiteMedSAM's rule)",

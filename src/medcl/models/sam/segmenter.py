@@ -43,6 +43,7 @@ import logging
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
 from ..segmenter import Segmenter
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 
 ENCODER_MODES = ("frozen", "partial", "full")
 DECODE_MODES = ("joint", "per_prompt")
+#: inputs per recomputed decoder call (``recompute=True``): bounds the backward pass's
+#: transient activations (about 70 MiB per LiteMedSAM input in the joint mode)
+RECOMPUTE_CHUNK = 4
 RESIZE_MODES = ("shrink", "longest")
 #: box the class prompts start from: the central half of the image, in units of ``S``.
 INIT_BOX = (0.25, 0.25, 0.75, 0.75)
@@ -75,6 +79,9 @@ class SamSegmenter(Segmenter):
             ``"per_prompt"`` (one pass per prompt). The default is ``"per_prompt"`` so that
             checkpoints written before the option existed load as they were trained; training
             runs record ``--sam-decode`` (default ``joint``).
+        recompute: in training, keep no decoder activations for the backward pass but
+            recompute them (``torch.utils.checkpoint``, ``RECOMPUTE_CHUNK`` inputs at a time):
+            less memory for one more decoder forward pass per step.
         resize: ``"longest"`` scales every slice so its longest side is ``S`` (LiteMedSAM's
             rule); ``"shrink"`` (default) only scales down slices larger than ``S`` and pads the
             others, so slices resampled to a fixed spacing keep that spacing (training crops and
@@ -91,8 +98,9 @@ class SamSegmenter(Segmenter):
     def __init__(self, sam: SamModel, *, in_channels: int, num_classes: int,
                  encoder: str = "frozen", num_prompt_tokens: int = 2, union_prompt: bool = True,
                  cache_size: int = 2048, resize: str = "shrink",
-                 decode_mode: str = "per_prompt") -> None:
+                 decode_mode: str = "per_prompt", recompute: bool = False) -> None:
         super().__init__()
+        self.recompute = recompute
         if decode_mode not in DECODE_MODES:
             raise ConfigError(f"unknown decode mode {decode_mode!r}; valid: "
                               f"{', '.join(DECODE_MODES)}")
@@ -239,7 +247,16 @@ class SamSegmenter(Segmenter):
         return logits, self._to_size(union, size)
 
     def _decode_masks(self, embeddings: Tensor, prompts: Tensor, passive: int = 0) -> Tensor:
-        """Mask logits ``(B, P, m, m)`` of ``prompts (P, N, D)`` on ``embeddings (B, D, h, h)``."""
+        """Mask logits ``(B, P, m, m)`` of ``prompts (P, N, D)`` on ``embeddings (B, D, h, h)``;
+        with ``recompute`` (in training), ``RECOMPUTE_CHUNK`` inputs at a time whose decoder
+        activations are recomputed in the backward pass instead of kept."""
+        if not (self.recompute and self.training and torch.is_grad_enabled()):
+            return self._run_decoder(embeddings, prompts, passive)
+        return torch.cat([checkpoint(self._run_decoder, chunk, prompts, passive,
+                                     use_reentrant=False)
+                          for chunk in embeddings.split(RECOMPUTE_CHUNK)])
+
+    def _run_decoder(self, embeddings: Tensor, prompts: Tensor, passive: int) -> Tensor:
         b, n_prompts = embeddings.shape[0], prompts.shape[0]
         if self.decode_mode == "joint":
             return self.sam.predict_mask_groups(embeddings, prompts[None],
