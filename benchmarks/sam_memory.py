@@ -81,9 +81,11 @@ def main() -> None:
     record = {"command": " ".join(["python"] + sys.argv), "commit": commit, "machine": machine(),
               "shared_machine": "other engineers' jobs ran on the same 2 cores",
               "load_average_end": os.getloadavg(), "batch_size": args.batch_size,
-              "decode": args.decode, "recompute": args.recompute, "steps": args.steps, "options": SAM_OPTIONS,
+              "decode": args.decode, "recompute": args.recompute, "steps": args.steps,
+              "options": SAM_OPTIONS,
               "encoder_calls": calls[0], "expected_calls": n_calls,
               "embeddings": next(r for r in metrics if r["event"] == "embeddings"),
+              "embeddings_note": "seconds: the stand-in encoder's, not a real precompute time",
               "wall_s": round(wall, 1), "peak_rss_mib": round(peak_rss_mib(), 1)}
     suffix = "_recompute" if args.recompute else ""
     out = REPO / "benchmarks" / "results" / f"sam_memory_b{args.batch_size}{suffix}.json"

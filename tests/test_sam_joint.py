@@ -151,3 +151,18 @@ def test_training_inputs_all_come_from_the_precomputed_store(tiny_dataset, tmp_p
     assert cache.misses == 0 and cache.hits > 0
     assert len(cache.pinned) == record["computed"] > 0
     assert record["store_mib"] == pytest.approx(cache.nbytes / 2 ** 20, abs=0.05)
+
+
+def test_recomputed_decoder_gives_the_same_logits_and_gradients():
+    kept, recomputed = _tiny(), _tiny(recompute=True)
+    recomputed.load_state_dict(kept.state_dict())
+    emb = torch.randn(5, 32, 16, 16)  # 5 inputs: chunks of 4 and 1
+    grads = []
+    for model in (kept, recomputed):
+        model.train()
+        logits, union = model(emb, stage="decode", size=(64, 64), return_union=3)
+        (logits.square().mean() + union.mean()).backward()
+        grads.append((logits.detach(), model.prompts.grad.clone(),
+                      model.sam.mask_decoder.iou_token.weight.grad.clone()))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
