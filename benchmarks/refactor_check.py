@@ -32,7 +32,7 @@ def run(method: str, data: Path, out: Path) -> list[dict]:
     cfg = TrainConfig(data=str(data), method=method, crop_size=32, batch_size=4,
                       iterations=STEPS, val_interval=10, log_interval=1, widths=[4, 8, 16],
                       warmup_steps=2, num_threads=1, device="cpu", infer_batch_size=4, seed=7,
-                      precision="fp32")
+                      precision="fp32", channels_last=False)
     train(cfg, out)
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     drop = ("elapsed", "slices_per_s", "budget")

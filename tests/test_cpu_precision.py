@@ -28,8 +28,9 @@ flags\t\t: fpu avx512_bf16
 CPU = torch.device("cpu")
 
 
-def fake_cpu(monkeypatch, flags):
-    info = CpuInfo(model="Test CPU", vendor="X", family=1, mhz=1000.0, flags=frozenset(flags))
+def fake_cpu(monkeypatch, flags, vendor="AuthenticAMD"):
+    info = CpuInfo(model="Test CPU", vendor=vendor, family=25, mhz=1000.0,
+                   flags=frozenset(flags))
     monkeypatch.setattr(precision_module, "cpu_info", lambda: info)
 
 
@@ -40,11 +41,13 @@ def test_parse_cpuinfo_reads_the_first_processor_only():
     assert "avx2" in info.flags and not info.native_bf16  # processor 1's flags are not read
 
 
-@pytest.mark.parametrize("flags, expected", [({"avx2", "fma"}, "fp32"),
-                                             ({"avx2", "avx512f", "avx512_bf16"}, "bf16"),
-                                             ({"avx2", "amx_bf16"}, "bf16")])
-def test_auto_picks_bf16_only_where_it_is_native(monkeypatch, flags, expected):
-    fake_cpu(monkeypatch, flags)
+@pytest.mark.parametrize("flags, vendor, expected", [
+    ({"avx2", "fma"}, "AuthenticAMD", "fp32"),                       # Zen 2: emulated
+    ({"avx2", "avx512f", "avx512_bf16"}, "AuthenticAMD", "bf16"),    # Zen 4: measured faster
+    ({"avx2", "avx512f", "avx512_bf16"}, "GenuineIntel", "fp32"),    # no AMX: measured slower
+    ({"avx2", "avx512_bf16", "amx_bf16"}, "GenuineIntel", "bf16")])  # AMX
+def test_auto_picks_bf16_only_where_it_is_fast(monkeypatch, flags, vendor, expected):
+    fake_cpu(monkeypatch, flags, vendor)
     chosen, reason = resolve_precision("auto", CPU)
     assert chosen == expected
     assert reason.startswith("auto: CPU Test CPU")
@@ -55,6 +58,11 @@ def test_forced_bf16_on_an_avx2_cpu_warns_that_it_is_emulated(monkeypatch, caplo
     with caplog.at_level(logging.WARNING, logger="medcl.runtime.precision"):
         assert resolve_precision("bf16", CPU)[0] == "bf16"
     assert "emulated" in caplog.text
+    caplog.clear()
+    fake_cpu(monkeypatch, {"avx512_bf16"}, vendor="GenuineIntel")
+    with caplog.at_level(logging.WARNING, logger="medcl.runtime.precision"):
+        resolve_precision("bf16", CPU)
+    assert "measured slower than fp32" in caplog.text
     caplog.clear()
     fake_cpu(monkeypatch, {"avx512_bf16"})
     with caplog.at_level(logging.WARNING, logger="medcl.runtime.precision"):

@@ -4,6 +4,16 @@ bf16 arithmetic is *native* on CPUs with the ``avx512_bf16`` or ``amx_bf16`` fla
 later, Intel Cooper Lake / Sapphire Rapids and later). Elsewhere (AVX2-only CPUs such as AMD Zen 2)
 torch emulates bf16 with conversions and bf16 autocast runs several times slower than fp32
 (about 7x measured on a Zen 2 for the default UNet's training step).
+
+Native is not always *faster*: :attr:`CpuInfo.fast_bf16` says where bf16 autocast has been
+measured to beat fp32 for our networks (``benchmarks/speed.py --part kernel``):
+
+| CPU | flags | fp32 vs bf16 (one UNet step, 8 x 192 x 192) | fast_bf16 |
+|---|---|---|---|
+| AMD Zen 4 | avx512_bf16 | 4.0 s vs 2.2 s | yes |
+| Intel Xeon (family 6 model 207), AMX not exposed | avx512_bf16 | 0.64 s vs 0.83 s (channels-last) | no |
+| AMD Zen 2 | AVX2 only | 1.5 s vs 10.6 s | no |
+| Intel with AMX | amx_bf16 | not measured here; AMX's tile units are built for bf16 | yes |
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ from pathlib import Path
 import torch
 
 CPUINFO = Path("/proc/cpuinfo")
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+AVX512_BF16, AMX_BF16 = "avx512_bf16", "amx_bf16"
+NATIVE_BF16_FLAGS = (AVX512_BF16, AMX_BF16)
+AMD = "AuthenticAMD"
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,12 @@ class CpuInfo:
     @property
     def native_bf16(self) -> bool:
         return any(flag in self.flags for flag in NATIVE_BF16_FLAGS)
+
+    @property
+    def fast_bf16(self) -> bool:
+        """Whether bf16 autocast is expected to beat fp32 here (module docstring's table):
+        with AMX, or with AVX512-BF16 on AMD; not with AVX512-BF16 alone on Intel."""
+        return AMX_BF16 in self.flags or (AVX512_BF16 in self.flags and self.vendor == AMD)
 
 
 def parse_cpuinfo(text: str) -> CpuInfo:

@@ -17,36 +17,43 @@ PRECISION_CHOICES = ("auto", *PRECISIONS)
 log = logging.getLogger(__name__)
 
 
-def native_bf16(device: torch.device) -> tuple[bool, str]:
-    """Whether ``device`` runs bf16 natively, and why (for the log and the run folder)."""
+def fast_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether bf16 autocast is the fast choice on ``device``, and why (for the log and the run
+    folder). On the CPU: native bf16 that has been measured faster than fp32
+    (:attr:`medcl.runtime.cpu.CpuInfo.fast_bf16`)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         if torch.cuda.is_bf16_supported():
             return True, f"CUDA device {name} supports bf16"
         return False, f"CUDA device {name} has no native bf16"
     info = cpu_info()
+    model = info.model or "unknown"
     flags = [f for f in NATIVE_BF16_FLAGS if f in info.flags]
+    if info.fast_bf16:
+        return True, f"CPU {model} has {', '.join(flags)}"
     if flags:
-        return True, f"CPU {info.model or 'unknown'} has {', '.join(flags)}"
-    return False, (f"CPU {info.model or 'unknown'} has none of {', '.join(NATIVE_BF16_FLAGS)} "
-                   f"(torch kernels: {kernel_path()})")
+        return False, (f"CPU {model} has {', '.join(flags)} but no AMX; bf16 was measured "
+                       "slower than fp32 on such a CPU (medcl/runtime/cpu.py)")
+    return False, (f"CPU {model} has none of {', '.join(NATIVE_BF16_FLAGS)} (bf16 is emulated; "
+                   f"torch kernels: {kernel_path()})")
 
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, str]:
     """``(precision, reason)`` for ``requested`` in :data:`PRECISION_CHOICES` on ``device``.
 
-    ``auto`` gives bf16 autocast only where the hardware runs bf16 natively, fp32 elsewhere.
-    Forcing bf16 where it is emulated logs a warning: it works, several times slower than fp32.
+    ``auto`` gives bf16 autocast only where it is the fast choice (:func:`fast_bf16`), fp32
+    elsewhere. Forcing bf16 elsewhere logs a warning: it works, slower than fp32 (several times
+    slower where bf16 is emulated).
     """
     if requested not in PRECISION_CHOICES:
         raise ConfigError(f"unknown precision {requested!r}; valid: {', '.join(PRECISION_CHOICES)}")
-    native, why = native_bf16(device)
+    fast, why = fast_bf16(device)
     if requested == "auto":
-        chosen = "bf16" if native else "fp32"
+        chosen = "bf16" if fast else "fp32"
         return chosen, f"auto: {why}"
-    if requested == "bf16" and not native:
-        log.warning("bf16 was asked for, but %s: bf16 is emulated there and runs several times "
-                    "slower than fp32 (use --precision auto or fp32)", why)
+    if requested == "bf16" and not fast:
+        log.warning("bf16 was asked for, but %s: it runs slower than fp32 there (emulated "
+                    "bf16: several times slower); use --precision auto or fp32", why)
     return requested, f"asked for {requested}; {why}"
 
 
