@@ -58,3 +58,20 @@ def tiny_config(data: Path, **overrides):
                 device="cpu", infer_batch_size=4, precision="fp32")
     base.update(overrides)
     return TrainConfig(**base)
+
+
+#: training flags of the CLI tests: a run in a second or two on the tiny dataset
+CLI_TRAIN_FLAGS = ["--crop-size", "32", "--batch-size", "2", "--iterations", "4",
+                   "--val-interval", "2", "--widths", "4", "8", "16", "--num-threads", "1",
+                   "--device", "cpu"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_dataset, tmp_path_factory):
+    """A run folder trained by ``medcl train`` on the tiny dataset (read-only for tests)."""
+    from medcl.cli import main
+
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(run),
+                 *CLI_TRAIN_FLAGS]) == 0
+    return run

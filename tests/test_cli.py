@@ -9,19 +9,9 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import write_nifti
+from conftest import CLI_TRAIN_FLAGS, write_nifti
 
 from medcl.cli import main
-
-TRAIN_FLAGS = ["--crop-size", "32", "--batch-size", "2", "--iterations", "4", "--val-interval",
-               "2", "--widths", "4", "8", "16", "--num-threads", "1", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_dataset, tmp_path_factory):
-    run = tmp_path_factory.mktemp("cli") / "run"
-    assert main(["train", "--data", str(tiny_dataset), "--out", str(run), *TRAIN_FLAGS]) == 0
-    return run
 
 
 def _one_line_error(capsys, *fragments):
@@ -131,7 +121,7 @@ def test_train_rejects_label_values_and_shapes(tiny_dataset, tmp_path, capsys):
         nib.save(nib.Nifti1Image(data, affine), str(label))
 
     root, label = _broken_copy(tiny_dataset, tmp_path / "v", bad_value)
-    assert main(["train", "--data", str(root), "--out", str(tmp_path / "r1"), *TRAIN_FLAGS]) == 2
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "r1"), *CLI_TRAIN_FLAGS]) == 2
     _one_line_error(capsys, str(label), "label values [9] are not in the declared set")
     assert not (tmp_path / "r1").exists()
 
@@ -139,7 +129,7 @@ def test_train_rejects_label_values_and_shapes(tiny_dataset, tmp_path, capsys):
         nib.save(nib.Nifti1Image(data[:-1], affine), str(label))
 
     root, label = _broken_copy(tiny_dataset, tmp_path / "s", bad_shape)
-    assert main(["train", "--data", str(root), "--out", str(tmp_path / "r2"), *TRAIN_FLAGS]) == 2
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "r2"), *CLI_TRAIN_FLAGS]) == 2
     _one_line_error(capsys, str(label), "shape")
 
 

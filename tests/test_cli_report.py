@@ -10,16 +10,6 @@ import pytest
 
 from medcl.cli import main
 
-TRAIN_FLAGS = ["--crop-size", "32", "--batch-size", "2", "--iterations", "2", "--val-interval",
-               "2", "--widths", "4", "8", "16", "--num-threads", "1", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def trained_run(tiny_dataset, tmp_path_factory):
-    run = tmp_path_factory.mktemp("cli_report") / "run"
-    assert main(["train", "--data", str(tiny_dataset), "--out", str(run), *TRAIN_FLAGS]) == 0
-    return run
-
 
 def test_predict_dicom_series_keeps_their_geometry(tiny_dataset, trained_run, tmp_path, capsys):
     pytest.importorskip("SimpleITK", reason="DICOM input needs the 'dicom' extra")
