@@ -61,7 +61,7 @@ def best_validation(run_dir: Path) -> dict:
     vals = [r for r in read_metrics(run_dir) if r["event"] == "val" and r["mean_dice"] is not None]
     best = max(vals, key=lambda r: r["mean_dice"])
     return {"best_step": best["step"], "mean_scar_edema": best["mean_dice"],
-            "dice": best["dice"], "curve": [(r["step"], r["mean_dice"]) for r in vals]}
+            "dice": best["dice"], "curve": [{"step": r["step"], **r["dice"]} for r in vals]}
 
 
 def main() -> None:
