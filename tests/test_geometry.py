@@ -164,7 +164,7 @@ def _unit_sform(path):
 def test_cli_trains_on_an_acdc_like_release_and_names_the_option(tiny_dataset, tmp_path, capsys):
     import shutil
 
-    from test_cli import TRAIN_FLAGS
+    from conftest import CLI_TRAIN_FLAGS as TRAIN_FLAGS
 
     from medcl.cli import main
 
