@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,7 @@ def main() -> None:
         print(json.dumps(phase(args.phase, Path(args.folder))))
         return
     from medcl.data.synthetic_ct import generate_ct_dataset
-    from medcl.runtime.cpu import cpu_info
+    from medcl.runtime.cpu import describe
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
@@ -81,7 +82,7 @@ def main() -> None:
         start = time.perf_counter()
         generate_ct_dataset(folder, num_cases=1, shape=tuple(args.shape), spacing=SPACING)
         record = {"command": " ".join(["python"] + sys.argv), "commit": commit,
-                  "machine": f"{cpu_info().model}, 2 cores", "shape": list(args.shape),
+                  "machine": {**describe(), "cores": os.cpu_count()}, "shape": list(args.shape),
                   "spacing_mm": SPACING, "generate_seconds": time.perf_counter() - start}
         for name in ("preprocess", "predict"):
             proc = subprocess.run([sys.executable, __file__, "--phase", name, "--folder",

@@ -5,6 +5,10 @@ Run before and after a refactor; the two JSON files must be equal (bit-identical
     python benchmarks/refactor_check.py --out before.json   # on the old commit
     python benchmarks/refactor_check.py --out after.json    # on the new commit
     cmp before.json after.json
+
+``--machine FILE`` records the CPU (model, flags) beside, out of the compared file. The committed
+reference ``results/refactor_check_before.json`` was made on the CPU in
+``results/refactor_check_before.machine.json``.
 """
 
 from __future__ import annotations
@@ -42,11 +46,16 @@ def run(method: str, data: Path, out: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--machine", help="also write the CPU it ran on (model, flags) here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = generate_dataset(Path(tmp) / "data", num_train=4, num_val=1, num_test=1,
                                 shape=(64, 64, 4), seed=3)
         result = {m: run(m, data, Path(tmp) / m) for m in METHODS}
+    if args.machine:  # the comparison file stays free of it, so that cmp compares losses only
+        from medcl.runtime.cpu import describe
+
+        Path(args.machine).write_text(json.dumps(describe(), indent=1) + "\n")
     Path(args.out).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     print(f"medcl {medcl.__version__}: wrote {args.out}")
 

@@ -23,7 +23,7 @@ from mscmr import git_commit, read_metrics
 
 from medcl.data.labels import LabelSpec
 from medcl.data.scribble_files import named_options, scribble_folder
-from medcl.runtime.cpu import cpu_info
+from medcl.runtime.cpu import describe
 from medcl.training.config import TrainConfig
 from medcl.training.run import train
 
@@ -77,7 +77,7 @@ def main() -> None:
     work = Path(args.work)
     paths = prepare(work, data)
     record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
-              "machine": f"{cpu_info().model}, {os.cpu_count()} cores", "rows": {}}
+              "machine": {**describe(), "cores": os.cpu_count()}, "rows": {}}
     for variant in ("real", "simulated"):
         cfg = TrainConfig(data=str(paths["dataset"]), labels=str(paths[variant]),
                           method="medcl", num_scribbled=FEW_SCRIBBLED,

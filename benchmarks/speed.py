@@ -35,21 +35,16 @@ import torch
 from cpu_peak import matmul_gflops, peak
 from torch.utils.flop_counter import FlopCounterMode
 
-from medcl.runtime.cpu import cpu_info, kernel_path
+from medcl.runtime.cpu import cpu_info, describe
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
 LABELS = REPO / "examples" / "mscmr.json"
-VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 KERNEL_ROUNDS = 5
 
 
 def machine() -> dict:
-    info = cpu_info()
-    return {"cpu": info.model, "vendor": info.vendor, "family": info.family,
-            "cores": os.cpu_count(), "mhz": info.mhz,
-            "flags": sorted(f for f in VECTOR_FLAGS if f in info.flags),
-            "native_bf16": info.native_bf16, "torch_kernel_path": kernel_path(),
+    return {**describe(), "cores": os.cpu_count(), "native_bf16": cpu_info().native_bf16,
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version()}
 

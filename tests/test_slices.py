@@ -65,5 +65,10 @@ def test_spilled_case_is_memory_mapped(tmp_path):
     case = spill_to_disk(_case(), tmp_path)
     assert torch.equal(case.labels, _case().labels)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.image.npy", "c.labels.npy"]
-    remove_cache(tmp_path)
+    (tmp_path / "mine.npy").write_bytes(b"user data")  # not the cache's: never removed
+    remove_cache(tmp_path, ["c"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.npy"]
+    (tmp_path / "mine.npy").unlink()
+    spill_to_disk(_case(), tmp_path)
+    remove_cache(tmp_path, ["c"])
     assert not tmp_path.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -25,6 +26,13 @@ SLICE_CACHES = ("memory", "disk")
 CACHE_DIR = "slices"
 
 
+PARTS = ("image", "labels")
+
+
+def cache_file(folder: Path, case_id: str, part: str) -> Path:
+    return folder / f"{case_id}.{part}.npy"
+
+
 def _spill(tensor: torch.Tensor, path: Path) -> torch.Tensor:
     with atomic_path(path) as tmp:
         with tmp.open("wb") as fh:
@@ -34,18 +42,20 @@ def _spill(tensor: torch.Tensor, path: Path) -> torch.Tensor:
 
 def spill_to_disk(case: PreparedCase, folder: Path) -> PreparedCase:
     """``case`` with its slices (and labels) written under ``folder`` and memory-mapped."""
-    image = _spill(case.image, folder / f"{case.case_id}.image.npy")
-    labels = None if case.labels is None else _spill(case.labels,
-                                                     folder / f"{case.case_id}.labels.npy")
+    image = _spill(case.image, cache_file(folder, case.case_id, "image"))
+    labels = None if case.labels is None else _spill(
+        case.labels, cache_file(folder, case.case_id, "labels"))
     return dataclasses.replace(case, image=image, labels=labels)
 
 
-def remove_cache(folder: Path) -> None:
-    """Remove a cache folder this module wrote (only ``*.npy`` files, then the folder)."""
+def remove_cache(folder: Path, case_ids: Iterable[str]) -> None:
+    """Remove the cache files of ``case_ids`` that :func:`spill_to_disk` wrote in ``folder``,
+    then the folder if that leaves it empty; nothing else is touched."""
     if not folder.is_dir():
         return
-    for path in folder.glob("*.npy"):
-        path.unlink()
+    for case_id in case_ids:
+        for part in PARTS:
+            cache_file(folder, case_id, part).unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:  # something else lives there: leave it, say so

@@ -83,3 +83,16 @@ def cpu_info() -> CpuInfo:
 def kernel_path() -> str:
     """The vector instruction set torch's CPU kernels dispatch to (``AVX2``, ``AVX512``, ...)."""
     return torch.backends.cpu.get_cpu_capability()
+
+
+#: the flags that decide which kernels and precisions are fast (recorded with measurements)
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", AVX512_BF16, "avx512_fp16", AMX_BF16, "amx_tile")
+
+
+def describe() -> dict:
+    """This machine's CPU as benchmark results record it: model, vendor, family, clock, the
+    vector flags present, and the kernel path torch dispatches to."""
+    info = cpu_info()
+    return {"cpu": info.model, "vendor": info.vendor, "family": info.family, "mhz": info.mhz,
+            "flags": sorted(f for f in VECTOR_FLAGS if f in info.flags),
+            "fast_bf16": info.fast_bf16, "torch_kernel_path": kernel_path()}

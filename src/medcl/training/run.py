@@ -124,4 +124,4 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
             return trainer.run(stop)
     finally:
         if cache is not None and trainer.dist.is_main:
-            remove_cache(cache)
+            remove_cache(cache, cases["train"])
