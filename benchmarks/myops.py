@@ -18,7 +18,7 @@ import argparse
 import json
 import logging
 import os
-import platform
+import resource
 import statistics
 import sys
 import time
@@ -30,6 +30,7 @@ from mscmr import git_commit, read_metrics
 from medcl.data.datasets import discover
 from medcl.evaluation.evaluate import evaluate_folders, spec_options
 from medcl.inference.predictor import Predictor, predict_case, predict_path
+from medcl.runtime.cpu import describe
 from medcl.training.config import TrainConfig
 from medcl.training.run import train
 
@@ -41,6 +42,8 @@ ROWS = {
     "pce": {"method": "pce", "num_scribbled": FEW_SCRIBBLED},
     "pce_dice": {"method": "pce", "dice_weight": 1.0, "num_scribbled": FEW_SCRIBBLED},
     "medcl": {"method": "medcl", "num_scribbled": FEW_SCRIBBLED},
+    # the recipe chosen on MSCMR validation (issue 17), run unchanged
+    "recommended": {"method": "recommended", "num_scribbled": FEW_SCRIBBLED},
     "full": {"method": "pce", "supervision": "dense", "train_labels": "dense_labels",
              "dice_weight": 1.0},
 }
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace, data: Path) -> dict:
                                                2) if steps else None,
             "test_predictions": str(run_dir / "test_predictions"),
             "test_predictions_written": len(written),
-            "test_predict_s_per_volume": round(predict_wall / max(1, len(written)), 2)}
+            "test_predict_s_per_volume": round(predict_wall / max(1, len(written)), 2),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
 def main() -> None:
@@ -121,7 +125,7 @@ def main() -> None:
     data = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MyoPS2020"
     record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
               "torch": torch.__version__, "threads": args.threads,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+              "machine": {**describe(), "cores": os.cpu_count()},
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), **run(args, data)}
     out = Path(args.results) / f"{record['name']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
