@@ -84,7 +84,8 @@ def run(args: argparse.Namespace, data: Path) -> dict:
     written = predict_path(data / "test20", run_dir / "test_predictions", predictor,
                            overwrite=True)
     predict_wall = time.monotonic() - started
-    steps = [r for r in read_metrics(run_dir) if r["event"] == "step"]
+    metrics = read_metrics(run_dir)
+    steps = [r for r in metrics if r["event"] == "step"]
     groups = summary["groups"]
     return {"name": name, "row": args.row, "budget_minutes": args.minutes,
             "config": json.loads((run_dir / "config.json").read_text()), "steps": result["step"], "train_wall_s": round(train_wall, 1),
@@ -101,6 +102,9 @@ def run(args: argparse.Namespace, data: Path) -> dict:
             "test_predictions": str(run_dir / "test_predictions"),
             "test_predictions_written": len(written),
             "test_predict_s_per_volume": round(predict_wall / max(1, len(written)), 2),
+            # the selection score (mean Dice of the classes) at each validation
+            "val_curve_minutes_dice": [[round(r["elapsed"] / 60, 2), r["mean_dice"]]
+                                       for r in metrics if r["event"] == "val"],
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 

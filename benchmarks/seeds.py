@@ -1,8 +1,9 @@
 """Mean and standard deviation over the seeds of one benchmark row.
 
-    python benchmarks/seeds.py mscmr_few5_recommended_30min   # + ..._seed1, ..._seed2
+    python benchmarks/seeds.py mscmr_few5_recommended_30min   # + ..._seed43_30min, ...
 
-Reads ``benchmarks/results/{row}.json`` and every ``{row}_seed*.json``, and prints (and with
+Reads ``benchmarks/results/{row}.json`` and every seed variant of it (the benchmarks put
+``_seed<N>`` before the budget: ``mscmr_few5_recommended_seed43_30min.json``), and prints (and with
 ``--out``, writes as JSON) the test Dice per class, the mean foreground Dice, HD95 and the best
 validation Dice as mean +- std (population std, ddof=0) with the number of seeds.
 """
@@ -11,15 +12,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def seed_files(row: str) -> list[Path]:
-    return sorted(p for p in [RESULTS / f"{row}.json", *RESULTS.glob(f"{row}_seed*.json")]
-                  if p.is_file())
+SEED = re.compile(r"_seed\d+(?=_|$)")
+
+
+def row_name(result_name: str) -> str:
+    """The row a result belongs to: its name without the ``_seed<N>`` word."""
+    return SEED.sub("", result_name)
+
+
+def seed_files(row: str, results: Path = RESULTS) -> list[Path]:
+    """Every result file of ``row`` (the default seed's and the ``_seed<N>`` ones), sorted."""
+    return sorted(p for p in results.glob("*.json") if row_name(p.stem) == row)
 
 
 def mean_std(values: list[float]) -> dict:
