@@ -1,5 +1,6 @@
-"""Collect ``benchmarks/results/mscmr_*.json`` into ``docs/results.md`` tables and a learning-curve
-PNG (validation mean Dice against wall-clock minutes).
+"""Collect ``benchmarks/results/{mscmr,myops}_*.json`` into ``docs/results.md`` tables (one row per
+run, and mean +- std over seeds) and ``docs/learning_curves.png`` (one panel per comparison:
+validation mean Dice against wall-clock minutes, mean of the seeds with a +-1 std band).
 
     python benchmarks/report.py          # needs the [bench] extra (matplotlib)
 """
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
+from seeds import aggregate, row_name
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -51,37 +55,135 @@ def table(results: list[dict]) -> str:
     return "\n".join([head] + [row(r) for r in results])
 
 
+#: the panels of docs/learning_curves.png: title -> the rows compared (result names without
+#: ``_seed<N>``); a row with several seeds is drawn as its mean curve with a +-1 std band
+COMPARISONS = {
+    "UNet, 30 min: pCE + scribble Dice vs MedCL vs recommended": (
+        "mscmr_few5_pce_dice_fov_30min", "mscmr_few5_medcl_30min",
+        "mscmr_few5_recommended_30min", "mscmr_few5_medcl_warm30_fov_30min"),
+    "UNet: the recommended recipe at 30 / 60 / 120 min": (
+        "mscmr_few5_recommended_30min", "mscmr_few5_recommended_60min",
+        "mscmr_few5_recommended_120min"),
+    "UNet, 30 min: MedCL's parts (paper presets, no mask)": (
+        "mscmr_few5_pce_30min", "mscmr_few5_mix_30min", "mscmr_few5_cluster_30min",
+        "mscmr_few5_medcl_30min", "mscmr_few5_medcl_60min"),
+    "LiteMedSAM, 30 min: pCE-SAM vs MedCL-SAM": (
+        "mscmr_few5_pce_lite_medsam_30min", "mscmr_few5_medcl_lite_medsam_30min",
+        "mscmr_few5_pce_lite_medsam_sam12_30min", "mscmr_few5_medcl_lite_medsam_sam12_30min",
+        "mscmr_few5_medcl_lite_medsam_sam12_60min"),
+}
+#: points of the common minute grid the seeds of a row are interpolated onto
+CURVE_POINTS = 100
+
+
+def by_row(results: list[dict]) -> dict[str, list[dict]]:
+    """Group result records by row (their name without ``_seed<N>``)."""
+    rows: dict[str, list[dict]] = {}
+    for r in results:
+        rows.setdefault(row_name(r["name"]), []).append(r)
+    return rows
+
+
+def mean_curve(records: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validation Dice of the seeds of one row on a common minute grid.
+
+    Each seed's curve is interpolated linearly between its validations; the grid ends at the
+    earliest last validation among the seeds, so every point averages all of them.
+
+    Returns:
+        ``(minutes, mean, std)``, each of shape ``(CURVE_POINTS,)`` (population std; 0 for one
+        seed).
+    """
+    curves = [np.array([(m, d) for m, d in r["val_curve_minutes_dice"] if d is not None])
+              for r in records]
+    start = max(c[0, 0] for c in curves)
+    stop = min(c[-1, 0] for c in curves)
+    minutes = np.linspace(start, stop, CURVE_POINTS)
+    values = np.stack([np.interp(minutes, c[:, 0], c[:, 1]) for c in curves])
+    return minutes, values.mean(axis=0), values.std(axis=0)
+
+
 def plot(results: list[dict], path: Path) -> None:
+    """One panel per comparison in ``COMPARISONS`` that has at least one row measured."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    # time-budgeted rows only (rows stopped by a step count are precision checks)
-    timed = [r for r in results if r["config"].get("iterations", 0) >= 100_000]
-    colours = plt.get_cmap("tab20").colors
-    for i, r in enumerate(timed):
-        curve = [(m, d) for m, d in r["val_curve_minutes_dice"] if d is not None]
-        ax.plot([m for m, _ in curve], [d for _, d in curve], marker="o", ms=3,
-                color=colours[i % len(colours)],
-                label=f"{r['method']} {r['config'].get('model', 'unet')} ({r['setting']}, "
-                      f"{r['budget_minutes']:g} min, {r.get('threads', 2)} thr"
-                      f"{', nonzero mask' if r['config'].get('nonzero_mask') else ''}"
-                      f"{', warm-up' if r['config'].get('supervised_warmup') else ''}"
-                      f"{', + Dice' if r['method'] == 'pce' and r['config'].get('dice_weight') else ''})")
-    ax.set_xlabel("wall-clock training minutes (2-core CPU; thr = torch threads of the run)")
-    ax.set_ylabel("validation mean 3D Dice (5 volumes)")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    rows = by_row(results)
+    panels = [(title, [n for n in names if n in rows]) for title, names in COMPARISONS.items()]
+    panels = [(title, names) for title, names in panels if names]
+    columns = 2
+    lines = -(-len(panels) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(13, 4.6 * lines), squeeze=False)
+    colours = plt.get_cmap("tab10").colors
+    for ax, (title, names) in zip(axes.flat, panels):
+        for i, name in enumerate(names):
+            minutes, mean, std = mean_curve(rows[name])
+            seeds = len(rows[name])
+            ax.plot(minutes, mean, color=colours[i % len(colours)],
+                    label=f"{name.removeprefix('mscmr_few5_')} ({seeds} seed{'s' * (seeds > 1)})")
+            if seeds > 1:
+                ax.fill_between(minutes, mean - std, mean + std, color=colours[i % len(colours)],
+                                alpha=0.2, linewidth=0)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("wall-clock training minutes (2-core CPU)")
+        ax.set_ylabel("validation mean 3D Dice (5 volumes)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+
+
+def seed_table(results: list[dict]) -> str:
+    """Mean +- std over seeds of every row of ``COMPARISONS`` that was measured."""
+    rows = by_row(results)
+    names = dict.fromkeys(n for group in COMPARISONS.values() for n in group if n in rows)
+    lines = [("| row | seeds | steps | best val Dice | test Dice RV | Myo | LV | **test mean Dice** |"
+             " HD95 RV (mm) | Myo | LV |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        agg = aggregate(rows[name])
+
+        def cell(m: dict, digits: int = 3) -> str:  # one seed has no spread to show
+            spread = f" ± {m['std']:.{digits}f}" if m["n"] > 1 else ""
+            return f"{m['mean']:.{digits}f}{spread}"
+
+        lines.append(f"| {name} | {', '.join(map(str, agg['seeds']))} | {agg['steps']['mean']:.0f} | "
+                     f"{cell(agg['best_val_mean_dice'])} | "
+                     + " | ".join(cell(agg["test_dice"][c]) for c in CLASSES)
+                     + f" | **{cell(agg['test_mean_foreground_dice'])}** | "
+                     + " | ".join(cell(agg["test_hd95"][c], 1) for c in CLASSES) + " |")
+    return "\n".join(lines)
+
+
+def myops_table() -> str:
+    """The MyoPS rows (validation numbers: the test labels are not given)."""
+    lines = [("| row | method | budget (min) | steps | best step | val Scar Dice | Edema | **mean** |"
+             " HD95 Scar (mm) | Edema | test predictions | commit |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(RESULTS.glob("myops_*.json")):
+        r = json.loads(p.read_text())
+        cfg = r["config"]
+        method = cfg["method"] + (" + Dice" if cfg.get("dice_weight") else "") + (
+            ", dense labels" if cfg.get("supervision") == "dense" else "")
+        hd = r["val_hd95_mm"]
+        lines.append(f"| {r['name']} | {method} | {r['budget_minutes']:g} | {r['steps']} | "
+                     f"{r['best_step']} | {r['val_scar_dice']:.3f} | {r['val_edema_dice']:.3f} | "
+                     f"**{r['val_mean_dice']:.3f}** | {hd['Scar']:.1f} | {hd['Edema']:.1f} | "
+                     f"{r['test_predictions_written']} | {r['commit'][:10]} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     results = load()
     print(table(results))
+    print()
+    print(seed_table(results))
+    print()
+    print(myops_table())
     plot(results, REPO / "docs" / "learning_curves.png")
     for r in results:
         print(f"- `{r['name']}`: `{r['command']}` (commit {r['commit']}, started {r['started']}, "
