@@ -27,9 +27,11 @@ import torch
 from medcl.data.labels import LabelSpec
 from medcl.evaluation.evaluate import evaluate_folders
 from medcl.evaluation.metrics import HD95_CONVENTIONS, HD95_MEDPY
+from medcl.inference.postprocessing import POSTPROCESSING_FILE
 from medcl.inference.predictor import Predictor, predict_path
 from medcl.runtime.cpu import cpu_info, kernel_path
 from medcl.training.config import METHODS, TrainConfig
+from medcl.training.postprocessing_choice import select_postprocessing
 from medcl.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +67,8 @@ def run(args: argparse.Namespace, data: Path) -> dict:
         result = {"step": max(r["step"] for r in last), "best": best["mean_dice"],
                   "best_step": best["step"]}
         train_wall = max(r["elapsed"] for r in last)
+        if not (run_dir / POSTPROCESSING_FILE).is_file():  # trained before the choice existed
+            select_postprocessing(run_dir, device=args.device)
     else:
         overrides = json.loads(args.options) if args.options else {}
         options = {"iterations": 1_000_000, **overrides}  # the budget decides, unless given
@@ -81,9 +85,21 @@ def run(args: argparse.Namespace, data: Path) -> dict:
     predict_path(data / "TestSet" / "images", run_dir / "test_pred", predictor, overwrite=True)
     predict_wall = time.monotonic() - started
     spec = LabelSpec.from_file(LABELS)
-    summary = evaluate_folders(data / "TestSet" / "labels", run_dir / "test_pred",
-                               class_values=dict(zip(spec.foreground_names, spec.label_values[1:])),
-                               out_dir=run_dir / "test_eval", hd95_convention=args.hd95)
+
+    def evaluate(folder: str) -> dict:
+        return evaluate_folders(data / "TestSet" / "labels", run_dir / folder,
+                                class_values=dict(zip(spec.foreground_names,
+                                                      spec.label_values[1:])),
+                                out_dir=run_dir / f"{folder}_eval", hd95_convention=args.hd95)
+
+    summary = evaluate("test_pred")
+    raw = summary
+    if not predictor.postprocessing.is_identity:  # the raw network too, for comparison
+        predict_path(data / "TestSet" / "images", run_dir / "test_pred_raw",
+                     Predictor.from_run(run_dir, device=args.device, postprocessing="none"),
+                     overwrite=True)
+        raw = evaluate("test_pred_raw")
+    pp_file = run_dir / POSTPROCESSING_FILE
     records = read_metrics(run_dir)
     steps = [r for r in records if r["event"] == "step"]
     return {"name": name, "method": args.method, "setting": args.setting,
@@ -99,6 +115,10 @@ def run(args: argparse.Namespace, data: Path) -> dict:
             "hd95_convention": summary["hd95_convention"],
             "test_mean": summary["mean"], "test_std": summary["std"],
             "test_mean_foreground_dice": summary["mean_foreground_dice"],
+            # chosen on the validation cases after training; raw = without it
+            "postprocessing": json.loads(pp_file.read_text()) if pp_file.is_file() else None,
+            "test_raw_mean": raw["mean"], "test_raw_mean_foreground_dice":
+                raw["mean_foreground_dice"],
             "val_curve_minutes_dice": [(round(r["elapsed"] / 60, 2), r["mean_dice"])
                                        for r in records if r["event"] == "val"]}
 

@@ -13,14 +13,23 @@ import sys
 from typing import Sequence
 
 from medcl import __version__
-from medcl.cli import annotate, convert, demo, evaluate, predict, scribble, train
+from medcl.cli import (
+    annotate,
+    convert,
+    demo,
+    evaluate,
+    postprocess,
+    predict,
+    scribble,
+    train,
+)
 from medcl.errors import MedclError
 from medcl.runtime import distributed
 
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 #: the sub-commands, in the order ``medcl --help`` lists them; each module has ``add_parser``
-COMMANDS = (train, predict, evaluate, convert, demo, annotate, scribble)
+COMMANDS = (train, predict, postprocess, evaluate, convert, demo, annotate, scribble)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ import sys
 from medcl.cli.options import bounded
 from medcl.data.geometry import GEOMETRY_MODES
 from medcl.errors import CasesFailed
+from medcl.inference.postprocessing import POSTPROCESSING_MODES
 from medcl.runtime.precision import PRECISION_CHOICES
 
 
@@ -23,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-probs", action="store_true", help="also write OUTPUT/probs/{case}.nii.gz")
     p.add_argument("--largest-component", action="store_true",
                    help="keep the largest 3D connected component of each class")
+    p.add_argument("--postprocessing", choices=POSTPROCESSING_MODES, default="auto",
+                   help="auto: the run's post-processing chosen on its validation cases "
+                   "(RUN/postprocessing.json, none if absent); none: raw argmax")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                    help="network precision; auto: bf16 where this machine runs it natively, "
@@ -45,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     extra = {"geometry": args.geometry} if args.geometry else {}
     predictor = Predictor.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
-                                   flip_tta=args.tta, precision=args.precision, **extra)
+                                   flip_tta=args.tta, precision=args.precision,
+                                   postprocessing=args.postprocessing, **extra)
     with tqdm(unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
         try:
             written = predict_path(args.input, args.output, predictor,

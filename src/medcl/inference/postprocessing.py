@@ -1,9 +1,47 @@
-"""Post-processing of predicted label maps."""
+"""Post-processing of predicted label maps: connected components, as nnU-Net chooses them.
+
+A scribble-trained network often predicts small islands far from the anatomy, where no
+background scribble taught it otherwise. Two operations remove them:
+
+* **largest foreground**: keep the largest 3D connected component of the union of all
+  foreground classes (the heart as a whole); every other foreground voxel becomes background;
+* **largest per class**: keep the largest 3D connected component of one class.
+
+Which of them a run uses is chosen on its validation cases after training
+(:mod:`medcl.training.postprocessing_choice`) and stored in ``RUN/postprocessing.json``; a
+dataset whose structures are not one piece (two kidneys, scattered scar) keeps what validation
+says helps, nothing more. Connectivity is 6-neighbour (faces) in 3D.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 from scipy import ndimage
+
+from medcl.errors import DataError
+from medcl.files import atomic_write_text
+
+#: the run folder's file naming the chosen post-processing
+POSTPROCESSING_FILE = "postprocessing.json"
+#: auto: chosen on validation after training and applied by predict; none: never
+POSTPROCESSING_MODES = ("auto", "none")
+_FACES = ndimage.generate_binary_structure(3, 1)
+
+
+def largest_component_mask(mask: np.ndarray) -> np.ndarray:
+    """The largest 6-connected component of ``mask (X, Y, Z)`` (bool); all False if empty."""
+    comp, count = ndimage.label(mask, structure=_FACES)
+    if count <= 1:
+        return mask.astype(bool, copy=True)
+    sizes = np.bincount(comp.ravel())
+    sizes[0] = 0
+    return comp == sizes.argmax()
 
 
 def keep_largest_component(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -16,12 +54,102 @@ def keep_largest_component(labels: np.ndarray, num_classes: int) -> np.ndarray:
     Returns:
         A copy where voxels of the smaller components become background (0).
     """
+    return keep_largest_of(labels, range(1, num_classes))
+
+
+def keep_largest_of(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """A copy of class indices ``(X, Y, Z)`` where each of ``classes`` keeps only its largest
+    connected component (the rest becomes background, 0)."""
     out = labels.copy()
-    structure = ndimage.generate_binary_structure(3, 1)
-    for k in range(1, num_classes):
-        comp, count = ndimage.label(labels == k, structure=structure)
-        if count > 1:
-            sizes = np.bincount(comp.ravel())
-            sizes[0] = 0
-            out[(comp != 0) & (comp != sizes.argmax())] = 0
+    for k in classes:
+        mask = labels == k
+        out[mask & ~largest_component_mask(mask)] = 0
     return out
+
+
+def keep_largest_foreground(labels: np.ndarray) -> np.ndarray:
+    """A copy of class indices ``(X, Y, Z)`` where the foreground outside the largest connected
+    component of the foreground union becomes background (0)."""
+    foreground = labels > 0
+    out = labels.copy()
+    out[foreground & ~largest_component_mask(foreground)] = 0
+    return out
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """What is applied to a predicted label map: first the largest foreground, then the largest
+    component of each listed class.
+
+    Args:
+        largest_foreground: keep the largest component of the foreground union.
+        largest_per_class: foreground class indices whose largest component alone is kept.
+    """
+
+    largest_foreground: bool = False
+    largest_per_class: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(k < 1 for k in self.largest_per_class):
+            raise ValueError(f"largest_per_class holds foreground classes (>= 1), got "
+                             f"{self.largest_per_class}")
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.largest_foreground and not self.largest_per_class
+
+    def apply(self, labels: np.ndarray) -> np.ndarray:
+        """Class indices ``(X, Y, Z)`` -> the post-processed class indices (a copy)."""
+        out = keep_largest_foreground(labels) if self.largest_foreground else labels.copy()
+        if self.largest_per_class:
+            out = keep_largest_of(out, self.largest_per_class)
+        return out
+
+    def describe(self, class_names: Sequence[str]) -> str:
+        parts = (["largest foreground component"] if self.largest_foreground else []) + [
+            f"largest component of {class_names[k]}" for k in self.largest_per_class]
+        return ", ".join(parts) or "none"
+
+    def to_dict(self, class_names: Sequence[str]) -> dict:
+        return {"largest_foreground": self.largest_foreground,
+                "largest_per_class": [class_names[k] for k in self.largest_per_class]}
+
+    @classmethod
+    def from_dict(cls, data: dict, class_names: Sequence[str], *, source: str) -> Postprocessing:
+        """Read :meth:`to_dict`'s form; ``source`` names the file in errors."""
+        unknown = sorted(set(data) - {"largest_foreground", "largest_per_class", "validation"})
+        if unknown:
+            raise DataError(f"{source}: unknown keys {unknown}; valid: largest_foreground, "
+                            f"largest_per_class, validation")
+        names = data.get("largest_per_class", [])
+        bad = [n for n in names if n not in class_names[1:]]
+        if bad or not isinstance(data.get("largest_foreground", False), bool):
+            raise DataError(f"{source}: largest_per_class names {bad or names} must be foreground "
+                            f"classes ({', '.join(class_names[1:])}) and largest_foreground a "
+                            f"boolean")
+        return cls(data.get("largest_foreground", False),
+                   tuple(class_names.index(n) for n in names))
+
+
+def read_postprocessing(run_dir: str | os.PathLike, class_names: Sequence[str]
+                        ) -> Postprocessing:
+    """The post-processing stored in ``run_dir`` (none if the run has no such file)."""
+    path = Path(run_dir) / POSTPROCESSING_FILE
+    if not path.is_file():
+        return Postprocessing()
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return Postprocessing.from_dict(data, class_names, source=str(path))
+
+
+def write_postprocessing(run_dir: str | os.PathLike, choice: Postprocessing,
+                         class_names: Sequence[str], validation: dict) -> Path:
+    """Store ``choice`` (and the validation scores that chose it) in ``run_dir``, atomically."""
+    path = Path(run_dir) / POSTPROCESSING_FILE
+    atomic_write_text(path, json.dumps({**choice.to_dict(class_names),
+                                        "validation": validation}, indent=1) + "\n")
+    return path

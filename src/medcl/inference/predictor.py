@@ -31,9 +31,14 @@ from medcl.errors import CasesFailed, ConfigError, DataError, MedclError, WriteE
 from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
 from medcl.evaluation.overlay import save_overlays
 from medcl.files import check_writable, paths_overlap
-from medcl.inference.postprocessing import keep_largest_component
+from medcl.inference.postprocessing import (
+    POSTPROCESSING_MODES,
+    Postprocessing,
+    keep_largest_component,
+    read_postprocessing,
+)
 from medcl.models import build_model
-from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
+from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_checkpoint
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward, resolve_precision
 
@@ -60,11 +65,14 @@ class Predictor:
             pass holds at most ``MAX_BATCH_PIXELS`` pixels).
         flip_tta: average the probabilities over horizontal/vertical flips.
         geometry: the geometry policy for the channels of an input (:mod:`medcl.data.geometry`).
+        postprocessing: applied to every predicted label map (none by default; a run's choice
+            is read by :meth:`from_run`, :mod:`medcl.inference.postprocessing`).
     """
 
     def __init__(self, model: nn.Module, spec: LabelSpec, preprocess: PreprocessConfig, *,
                  device: torch.device | str = "cpu", batch_size: int = 16,
-                 flip_tta: bool = False, geometry: str = "auto") -> None:
+                 flip_tta: bool = False, geometry: str = "auto",
+                 postprocessing: Postprocessing | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device)
@@ -74,18 +82,26 @@ class Predictor:
         self.batch_size = batch_size
         self.flip_tta = flip_tta
         self.geometry = geometry
+        self.postprocessing = postprocessing or Postprocessing()
         self.size_divisor = getattr(model, "size_divisor", 1)
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
-                 device: str = "auto", precision: str | None = None, **kwargs) -> "Predictor":
+                 device: str = "auto", precision: str | None = None,
+                 postprocessing: str = "auto", **kwargs) -> "Predictor":
         """Load a predictor from a run folder (``best`` falls back to ``last`` if absent) or
         from a checkpoint file (``run/checkpoints/best.pt``; ``checkpoint`` is then unused).
 
         ``precision``: ``auto`` (default: bf16 where this machine runs it natively, else fp32),
         ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
+        ``postprocessing``: ``auto`` applies the run's ``postprocessing.json`` (chosen on its
+        validation cases; none if absent), ``none`` applies nothing.
         """
+        if postprocessing not in POSTPROCESSING_MODES:
+            raise ConfigError(f"postprocessing must be one of {', '.join(POSTPROCESSING_MODES)},"
+                              f" got {postprocessing!r}")
         path = Path(run_dir)
+        folder = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path
         if not path.is_file():
             path = checkpoint_path(run_dir, checkpoint)
             if checkpoint == "best" and not path.is_file():
@@ -110,7 +126,10 @@ class Predictor:
                                       windows=spec.channel_windows())
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
         kwargs.setdefault("geometry", cfg.get("geometry", "auto"))
-        log.info("loaded %s (step %d)", path, state.get("step", -1))
+        if postprocessing == "auto" and folder.is_dir():
+            kwargs.setdefault("postprocessing", read_postprocessing(folder, spec.class_names))
+        log.info("loaded %s (step %d); post-processing: %s", path, state.get("step", -1),
+                 kwargs.get("postprocessing", Postprocessing()).describe(spec.class_names))
         return cls(model, spec, preprocess, device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -171,6 +190,8 @@ class Predictor:
             labels[..., start:start + chunk.shape[0]] = probs.argmax(1).permute(1, 2, 0).numpy()
         if mask is not None:  # outside the field of view is background
             labels[~mask] = BACKGROUND
+        if not self.postprocessing.is_identity:
+            labels = self.postprocessing.apply(labels)
         if largest_component:
             labels = keep_largest_component(labels, self.spec.num_classes)
         return labels
@@ -178,6 +199,8 @@ class Predictor:
     def segment(self, probs: np.ndarray, *, largest_component: bool = False) -> np.ndarray:
         """Class indices ``(X, Y, Z)`` from probabilities ``(X, Y, Z, K)``."""
         labels = probs.argmax(axis=-1)
+        if not self.postprocessing.is_identity:
+            labels = self.postprocessing.apply(labels)
         if largest_component:
             labels = keep_largest_component(labels, self.spec.num_classes)
         return labels

@@ -15,6 +15,7 @@ from medcl.data.datasets import TRAIN_LABELS
 from medcl.data.geometry import GEOMETRY_MODES
 from medcl.data.slice_cache import SLICE_CACHES
 from medcl.errors import ConfigError
+from medcl.inference.postprocessing import POSTPROCESSING_MODES
 from medcl.method.clustering import (
     CLUSTERINGS,
     CODE_DIM,
@@ -201,6 +202,10 @@ class TrainConfig:
     device: str = _opt("auto", "device", choices=DEVICES)
     num_threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
     infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference")
+    postprocessing: str = _opt("auto", "after training, choose connected-component "
+                               "post-processing on the validation cases (nnU-Net's rule: keep "
+                               "what raises validation Dice; RUN/postprocessing.json, applied by "
+                               "predict): auto, or none", choices=POSTPROCESSING_MODES)
     precision: str = _opt("auto", "network precision: auto (bf16 autocast where the hardware "
                           "runs bf16 natively: CPU flags avx512_bf16/amx_bf16, CUDA with bf16; "
                           "fp32 elsewhere), fp32, or bf16 (forced; emulated and slow on AVX2-only "

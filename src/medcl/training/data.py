@@ -53,6 +53,29 @@ def detect_zero_filling(dataset: Dataset, geometry: str = "auto") -> bool:
     return found
 
 
+def preprocess_config(cfg: TrainConfig, spec: LabelSpec) -> PreprocessConfig:
+    """The preprocessing of ``cfg`` (``target_spacing`` and ``nonzero_mask`` resolved)."""
+    return PreprocessConfig(target_spacing=cfg.target_spacing, normalization=cfg.normalization,
+                            nonzero_mask=cfg.nonzero_mask, windows=spec.channel_windows())
+
+
+def load_validation_cases(dataset: Dataset, preprocess: PreprocessConfig, geometry: str,
+                          notes: GeometryNotes | None = None) -> list[PreparedCase]:
+    """The labelled validation cases of ``dataset``, preprocessed, with their dense labels."""
+    return [load_case(c, dataset.spec, preprocess, keep_dense=True, geometry=geometry,
+                      notes=notes) for c in dataset.cases("val") if c.label_path is not None]
+
+
+def load_run_validation(cfg: TrainConfig) -> list[PreparedCase]:
+    """The validation cases of a finished run, from its resolved configuration ``cfg``."""
+    dataset = discover(cfg.data, cfg.labels, train_labels=cfg.train_labels)
+    notes = GeometryNotes()
+    cases = load_validation_cases(dataset, preprocess_config(cfg, dataset.spec), cfg.geometry,
+                                  notes)
+    notes.warn(str(dataset.root))
+    return cases
+
+
 def load_training_data(cfg: TrainConfig, *, cache_dir: Path | None = None
                        ) -> tuple[TrainingData, TrainConfig]:
     """Discover and preprocess the data; returns it and ``cfg`` with ``target_spacing`` and
@@ -65,8 +88,7 @@ def load_training_data(cfg: TrainConfig, *, cache_dir: Path | None = None
     if cfg.nonzero_mask is None:
         cfg = replace(cfg, nonzero_mask=detect_zero_filling(dataset, cfg.geometry))
     spec = dataset.spec
-    preprocess = PreprocessConfig(target_spacing=cfg.target_spacing, normalization=cfg.normalization,
-                                  nonzero_mask=cfg.nonzero_mask, windows=spec.channel_windows())
+    preprocess = preprocess_config(cfg, spec)
     scribbled = select_scribbled(dataset.cases("train"), num_scribbled=cfg.num_scribbled,
                                  scribbled_cases=cfg.scribbled_cases)
     notes = GeometryNotes()
@@ -78,8 +100,7 @@ def load_training_data(cfg: TrainConfig, *, cache_dir: Path | None = None
     missing = [c.image_paths[0] for c in dataset.cases("train") if c.label_path is None]
     if missing:
         raise DataError(f"{missing[0]}: training case without a label file")
-    val_cases = [load_case(c, spec, preprocess, keep_dense=True, geometry=cfg.geometry, notes=notes)
-                 for c in dataset.cases("val") if c.label_path is not None]
+    val_cases = load_validation_cases(dataset, preprocess, cfg.geometry, notes)
     notes.warn(str(dataset.root))
     if not val_cases:
         log.warning("no labelled validation split: the best checkpoint will be the last one")

@@ -22,6 +22,7 @@ from medcl.runtime.device import set_threads
 from medcl.training.config import TrainConfig
 from medcl.training.data import load_training_data
 from medcl.training.interrupt import StopSignal
+from medcl.training.postprocessing_choice import select_postprocessing
 from medcl.training.run_folder import (
     CONFIG_NAME,
     PATH_KEYS,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 #: options that may change when a run is resumed; all others must stay as saved. A new
 #: ``data``/``labels`` path must hold the same dataset (label definition and case ids).
 RESUME_OVERRIDABLE = ("iterations", "max_minutes", "device", "num_threads", "val_interval",
-                      "log_interval", "infer_batch_size", "precision", "channels_last", "compile",
+                      "log_interval", "infer_batch_size", "precision", "postprocessing", "channels_last", "compile",
                       "checkpoint_minutes", "data", "labels")
 
 
@@ -121,7 +122,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         write_cases(run_dir, cases)
     try:
         with StopSignal() as stop:
-            return trainer.run(stop)
+            result = trainer.run(stop)
+        if cfg.postprocessing == "auto" and data.val and trainer.dist.is_main:
+            select_postprocessing(run_dir, data.val, device=cfg.device)
+        return result
     finally:
         if cache is not None and trainer.dist.is_main:
             remove_cache(cache, cases["train"])

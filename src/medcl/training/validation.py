@@ -6,9 +6,32 @@ import statistics
 
 import numpy as np
 
+from medcl.data.labels import LabelSpec
 from medcl.data.slices import PreparedCase
 from medcl.evaluation.metrics import dice
 from medcl.inference.predictor import Predictor
+
+
+def case_dice(pred: np.ndarray, reference: np.ndarray, spec: LabelSpec) -> dict[str, float]:
+    """3D Dice of each foreground class and grouping of class indices ``pred`` against
+    ``reference``, both ``(X, Y, Z)``."""
+    scores = {name: dice(pred == k, reference == k)
+              for k, name in enumerate(spec.class_names) if k > 0}
+    for group, members in spec.groups.items():
+        index = [spec.class_names.index(n) for n in members]
+        scores[group] = dice(np.isin(pred, index), np.isin(reference, index))
+    return scores
+
+
+def summarize(per_case: dict[str, dict[str, float]], spec: LabelSpec) -> dict:
+    """Mean Dice per class and grouping over the cases, and the selection score ``mean_dice``:
+    the mean over the groupings where the label definition declares some (MyoPS: Scar, Edema),
+    else over the foreground classes."""
+    names = (*spec.foreground_names, *spec.groups)
+    means = {n: statistics.fmean(c[n] for c in per_case.values()) for n in names}
+    selected = tuple(spec.groups) or spec.foreground_names
+    return {"dice": means, "mean_dice": statistics.fmean(means[n] for n in selected),
+            "cases": per_case}
 
 
 def validate(predictor: Predictor, cases: list[PreparedCase]) -> dict:
@@ -19,18 +42,7 @@ def validate(predictor: Predictor, cases: list[PreparedCase]) -> dict:
 
     Returns ``{"dice": {class or grouping: mean}, "mean_dice": float, "cases": {case: {...}}}``.
     """
-    spec = predictor.spec
-    per_case = {}
-    for case in cases:
-        pred = predictor.label_volume(case.reference, slices=case.image)
-        per_case[case.case_id] = {name: dice(pred == k, case.dense_labels == k)
-                                  for k, name in enumerate(spec.class_names) if k > 0}
-        for group, members in spec.groups.items():
-            index = [spec.class_names.index(n) for n in members]
-            per_case[case.case_id][group] = dice(np.isin(pred, index),
-                                                 np.isin(case.dense_labels, index))
-    names = (*spec.foreground_names, *spec.groups)
-    means = {n: statistics.fmean(c[n] for c in per_case.values()) for n in names}
-    selected = tuple(spec.groups) or spec.foreground_names
-    return {"dice": means, "mean_dice": statistics.fmean(means[n] for n in selected),
-            "cases": per_case}
+    per_case = {case.case_id: case_dice(predictor.label_volume(case.reference, slices=case.image),
+                                        case.dense_labels, predictor.spec)
+                for case in cases}
+    return summarize(per_case, predictor.spec)
