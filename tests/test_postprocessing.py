@@ -11,6 +11,7 @@ from medcl.errors import DataError
 from medcl.inference.postprocessing import (
     POSTPROCESSING_FILE,
     Postprocessing,
+    keep_centre,
     keep_largest_foreground,
     read_postprocessing,
 )
@@ -50,7 +51,8 @@ def test_identity_is_a_copy_that_changes_nothing():
 
 def test_file_round_trip_and_bad_names(tmp_path):
     choice = Postprocessing(largest_foreground=True, largest_per_class=(2,))
-    assert choice.to_dict(NAMES) == {"largest_foreground": True, "largest_per_class": ["b"]}
+    assert choice.to_dict(NAMES) == {"centre_fraction": 1.0, "largest_foreground": True,
+                                     "largest_per_class": ["b"]}
     (tmp_path / POSTPROCESSING_FILE).write_text(json.dumps(choice.to_dict(NAMES)))
     assert read_postprocessing(tmp_path, NAMES) == choice
     assert read_postprocessing(tmp_path / "elsewhere", NAMES).is_identity  # no file: none
@@ -107,3 +109,24 @@ def test_postprocess_without_a_run_is_a_one_line_error(tmp_path, capsys):
 
     assert main(["postprocess", str(tmp_path)]) == 2
     assert "config.json: no run in" in capsys.readouterr().err
+
+
+def test_centre_box_by_hand():
+    labels = np.ones((10, 7, 2), dtype=np.uint8)
+    out = keep_centre(labels, 0.5)
+    # X: int(10 * 0.25) = 2 -> rows 2..7; Y: int(7 * 0.25) = 1 -> columns 1..5
+    assert out[:, :, 0].sum() == 6 * 5 and out[2:8, 1:6].all() and labels.all()
+
+
+def test_choice_takes_the_centre_field_that_validation_prefers():
+    """False positives in a border frame (air around the body) joined to nothing: the centre
+    field removes them; the smallest candidate would cut the organ, so a larger one wins."""
+    reference = np.zeros((20, 20, 2), dtype=np.uint8)
+    reference[4:16, 4:16, :] = 1  # 0.5 keeps rows 5..14 only: it cuts the organ
+    pred = reference.copy()
+    pred[0:2, :, :] = 2  # a frame of class b along one border
+    choice, scores = choose_postprocessing({"c1": pred}, {"c1": reference}, SPEC)
+    # 0.8: start int(20 * 0.1) = 2 -> rows 2..17 keep the organ and drop the frame
+    assert choice.centre_fraction == 0.8
+    assert scores["centre 0.5"] < scores["centre 0.8"] == pytest.approx(1.0)
+    assert Postprocessing.from_dict(choice.to_dict(NAMES), NAMES, source="x") == choice

@@ -1,10 +1,13 @@
 """Choose a run's post-processing on its validation cases, as nnU-Net does.
 
-After training, the best checkpoint predicts the validation cases once; then, greedily:
+After training, the best checkpoint predicts the validation cases once; then, greedily, each
+step kept only if it raises the validation selection score (the mean Dice that selected the
+checkpoint):
 
-1. keep the largest connected component of the foreground union, if that raises the
-   validation selection score (the mean Dice that selected the checkpoint);
-2. for each foreground class in turn, keep its largest component, if that raises it further.
+1. keep foreground only in the centred part of the field of view, the best of
+   :data:`~medcl.inference.postprocessing.CENTRE_FRACTIONS`;
+2. keep the largest connected component of the foreground union;
+3. for each foreground class in turn, keep its largest component.
 
 A step is kept only when it raises the score by more than :data:`MIN_GAIN`, so a dataset whose
 structures are several pieces (two kidneys, scattered scar) is left alone. The choice and the
@@ -24,7 +27,11 @@ import numpy as np
 from medcl.data.labels import LabelSpec
 from medcl.data.slices import PreparedCase
 from medcl.errors import DataError
-from medcl.inference.postprocessing import Postprocessing, write_postprocessing
+from medcl.inference.postprocessing import (
+    CENTRE_FRACTIONS,
+    Postprocessing,
+    write_postprocessing,
+)
 from medcl.inference.predictor import Predictor
 from medcl.training.config import TrainConfig
 from medcl.training.data import load_run_validation
@@ -60,6 +67,15 @@ def choose_postprocessing(predictions: dict[str, np.ndarray], references: dict[s
     choice = Postprocessing()
     best = _score(choice, predictions, references, spec)
     tried = {"raw": best}
+    centred = None
+    for fraction in CENTRE_FRACTIONS:
+        candidate = Postprocessing(centre_fraction=fraction)
+        tried[f"centre {fraction:g}"] = _score(candidate, predictions, references, spec)
+        if tried[f"centre {fraction:g}"] > best + MIN_GAIN and (
+                centred is None or tried[f"centre {fraction:g}"] > centred[1]):
+            centred = (candidate, tried[f"centre {fraction:g}"])
+    if centred is not None:
+        choice, best = centred
     candidates = [("largest foreground", lambda c: replace(c, largest_foreground=True))] + [
         (f"largest {name}", lambda c, k=k: replace(c, largest_per_class=(*c.largest_per_class, k)))
         for k, name in enumerate(spec.class_names) if k > 0]
