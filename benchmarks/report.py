@@ -174,7 +174,8 @@ def myops_table() -> str:
         method = (cfg["method"] + (" + Dice" if cfg.get("dice_weight") else "")
                   + (", dense labels" if cfg.get("supervision") == "dense" else ""))
         pp = r.get("postprocessing") or {}
-        chosen = (["largest foreground"] if pp.get("largest_foreground") else []) + [
+        chosen = ([f"centre {pp['centre_fraction']:g}"] if pp.get("centre_fraction", 1) < 1
+                  else []) + (["largest foreground"] if pp.get("largest_foreground") else []) + [
             f"largest {n}" for n in pp.get("largest_per_class", [])]
         raw = [r.get(f"val_raw_{k}", r[f"val_{k}"]) for k in ("scar_dice", "edema_dice", "mean_dice")]
         hd = r["val_hd95_mm"]
