@@ -51,6 +51,25 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
 
 
+def finished_run(run_dir: Path, device: str = "cpu") -> tuple[dict, float]:
+    """A finished run's outcome (``step``, ``best``, ``best_step``) and training seconds, read
+    from its ``metrics.jsonl``; its post-processing is chosen if it was trained without one."""
+    records = read_metrics(run_dir)
+    vals = [r for r in records if r["event"] == "val" and r["mean_dice"] is not None]
+    best = max(vals, key=lambda r: r["mean_dice"])
+    if not (run_dir / POSTPROCESSING_FILE).is_file():  # trained before the choice existed
+        select_postprocessing(run_dir, device=device)
+    return ({"step": max(r["step"] for r in records), "best": best["mean_dice"],
+             "best_step": best["step"]}, max(r["elapsed"] for r in records))
+
+
+def train_timed(cfg: TrainConfig, run_dir: Path) -> tuple[dict, float]:
+    """Train ``cfg`` into ``run_dir``; the outcome and the wall-clock seconds it took."""
+    started = time.monotonic()
+    result = train(cfg, run_dir)
+    return result, time.monotonic() - started
+
+
 def run(args: argparse.Namespace, data: Path) -> dict:
     model = (json.loads(args.options) if args.options else {}).get("model", "unet")
     tag = (("" if model == "unet" else f"_{model}") + (f"_{args.tag}" if args.tag else "")
@@ -61,14 +80,7 @@ def run(args: argparse.Namespace, data: Path) -> dict:
     name = run_name + (f"_hd95{args.hd95}" if args.hd95 != HD95_MEDPY else "")
     if args.evaluate_only:  # a finished run: take its configuration and outcome from its files
         cfg = TrainConfig.from_file(run_dir / "config.json")
-        last = read_metrics(run_dir)
-        vals = [r for r in last if r["event"] == "val" and r["mean_dice"] is not None]
-        best = max(vals, key=lambda r: r["mean_dice"])
-        result = {"step": max(r["step"] for r in last), "best": best["mean_dice"],
-                  "best_step": best["step"]}
-        train_wall = max(r["elapsed"] for r in last)
-        if not (run_dir / POSTPROCESSING_FILE).is_file():  # trained before the choice existed
-            select_postprocessing(run_dir, device=args.device)
+        result, train_wall = finished_run(run_dir, args.device)
     else:
         overrides = json.loads(args.options) if args.options else {}
         options = {"iterations": 1_000_000, **overrides}  # the budget decides, unless given
@@ -77,9 +89,7 @@ def run(args: argparse.Namespace, data: Path) -> dict:
                           target_spacing=args.target_spacing, max_minutes=args.minutes,
                           val_interval=args.val_interval, num_threads=args.threads,
                           seed=args.seed, device=args.device, **options)
-        started = time.monotonic()
-        result = train(cfg, run_dir)
-        train_wall = time.monotonic() - started
+        result, train_wall = train_timed(cfg, run_dir)
     predictor = Predictor.from_run(run_dir, device=args.device)
     started = time.monotonic()
     predict_path(data / "TestSet" / "images", run_dir / "test_pred", predictor, overwrite=True)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from mscmr import git_commit, read_metrics
+from mscmr import finished_run, git_commit, read_metrics, train_timed
 
 from medcl.data.datasets import discover
 from medcl.evaluation.evaluate import evaluate_folders, spec_options
@@ -35,8 +35,6 @@ from medcl.inference.postprocessing import POSTPROCESSING_FILE
 from medcl.inference.predictor import Predictor, predict_case, predict_path
 from medcl.runtime.cpu import describe
 from medcl.training.config import TrainConfig
-from medcl.training.postprocessing_choice import select_postprocessing
-from medcl.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 DESCRIPTION = REPO / "examples" / "myops.json"
@@ -79,22 +77,11 @@ def grouped(summary: dict, prefix: str) -> dict:
             f"{prefix}hd95_mm": {g: groups["mean"][g]["hd95"] for g in groups["values"]}}
 
 
-def finished_run(run_dir: Path, metrics: list[dict]) -> dict:
-    """Outcome of a finished run read from its files (``--evaluate-only``)."""
-    vals = [r for r in metrics if r["event"] == "val" and r["mean_dice"] is not None]
-    best = max(vals, key=lambda r: r["mean_dice"])
-    return {"step": max(r["step"] for r in metrics), "best": best["mean_dice"],
-            "best_step": best["step"], "wall": max(r["elapsed"] for r in metrics)}
-
-
 def run(args: argparse.Namespace, data: Path) -> dict:
     name = f"myops_{args.row}{'_' + args.tag if args.tag else ''}_{args.minutes:g}min"
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.out) / name
     if args.evaluate_only:
-        if not (run_dir / POSTPROCESSING_FILE).is_file():  # trained before the choice existed
-            select_postprocessing(run_dir, device=args.device)
-        result = finished_run(run_dir, read_metrics(run_dir))
-        train_wall = result["wall"]
+        result, train_wall = finished_run(run_dir, args.device)
     else:
         options = {"iterations": 1_000_000, **ROWS[args.row],
                    **(json.loads(args.options) if args.options else {})}
@@ -102,9 +89,7 @@ def run(args: argparse.Namespace, data: Path) -> dict:
                           target_spacing=args.target_spacing, max_minutes=args.minutes,
                           val_interval=args.val_interval, num_threads=args.threads,
                           seed=args.seed, device=args.device, **options)
-        started = time.monotonic()
-        result = train(cfg, run_dir)
-        train_wall = time.monotonic() - started
+        result, train_wall = train_timed(cfg, run_dir)
     raw = validation_report(run_dir, data, Predictor.from_run(run_dir, device=args.device,
                                                               postprocessing="none"),
                             "val_predictions_raw")
