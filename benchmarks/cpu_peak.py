@@ -33,6 +33,8 @@ from medcl.runtime.cpu import CpuInfo
 AMD, INTEL = "AuthenticAMD", "GenuineIntel"
 ZEN4_FAMILY, ZEN5_FAMILY = 25, 26
 MATMUL_SIZE = 2048
+MATMUL_START_SIZE = 256
+MATMUL_BUDGET_S = 2.0  # the measurement stops growing the matrices past this many seconds
 
 
 def flops_per_cycle(info: CpuInfo) -> tuple[dict[str, int], str]:
@@ -62,13 +64,22 @@ def peak(info: CpuInfo, cores: int | None = None) -> dict:
                           f"{per_cycle} (table row: {row}; see benchmarks/cpu_peak.py)"}
 
 
-def matmul_gflops(precision: str, repeats: int = 5) -> float:
-    """Measured rate of a ``MATMUL_SIZE``^3 matrix product (an empirical ceiling)."""
+def matmul_gflops(precision: str, repeats: int = 5, budget_s: float = MATMUL_BUDGET_S) -> float:
+    """Measured rate of a square matrix product (an empirical ceiling): ``MATMUL_SIZE``^3, or
+    the largest size (doubling from ``MATMUL_START_SIZE``) whose ``repeats`` products fit in
+    about ``budget_s``: an emulated bf16 product (AVX2 CPUs) runs at well under 1 GFLOP/s, where
+    a 2048^3 product takes a minute."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype)
-    b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
+    size, rate = MATMUL_START_SIZE, 0.0
+    while True:
+        a = torch.randn(size, size, dtype=dtype)
+        b = torch.randn(size, size, dtype=dtype)
         a @ b
-    return 2 * MATMUL_SIZE ** 3 * repeats / (time.perf_counter() - start) / 1e9
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        elapsed = time.perf_counter() - start
+        rate = 2 * size ** 3 * repeats / elapsed / 1e9
+        if size >= MATMUL_SIZE or elapsed * 8 > budget_s:  # the next size costs 8x
+            return rate
+        size *= 2

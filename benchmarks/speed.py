@@ -12,7 +12,7 @@ Parts (``--part``):
 * ``infer``: UNet inference time and peak memory per MSCMR test volume (its own process).
 
     python benchmarks/speed.py                       # kernel + train + infer, precision auto
-    python benchmarks/speed.py --part kernel --configs fp32 fp32+cl bf16 bf16+cl
+    python benchmarks/speed.py --part kernel --configs fp32 fp32+cl fp32+cl+b4 fp32+cl+compile
 
 Writes ``benchmarks/results/speed_{part}_{cpu tag}.json`` naming the machine (CPU model, flags,
 the kernel path torch dispatches to), the commit and the command.
@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -69,10 +70,41 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def parse_config(text: str) -> tuple[str, bool]:
-    """``"bf16+cl"`` -> ``("bf16", True)``: a precision and, with ``+cl``, channels-last."""
-    precision, _, layout = text.partition("+")
-    return precision, layout == "cl"
+@dataclass(frozen=True)
+class KernelConfig:
+    """One configuration of the kernel harness, written ``precision[+cl][+compile][+bN]``:
+    ``"fp32+cl+b4"`` is fp32, channels-last, batch 4 (default batch: ``--batch-size``)."""
+
+    name: str
+    precision: str
+    channels_last: bool = False
+    compile: bool = False
+    batch_size: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "KernelConfig":
+        precision, *options = text.split("+")
+        if precision not in ("fp32", "bf16"):
+            raise SystemExit(f"--configs {text}: precision must be fp32 or bf16")
+        fields: dict = {}
+        for option in options:
+            if option == "cl":
+                fields["channels_last"] = True
+            elif option == "compile":
+                fields["compile"] = True
+            elif option[:1] == "b" and option[1:].isdigit():
+                fields["batch_size"] = int(option[1:])
+            else:
+                raise SystemExit(f"--configs {text}: unknown option {option!r} "
+                                 "(valid: cl, compile, b<batch size>)")
+        return cls(name=text, precision=precision, **fields)
+
+
+def default_configs() -> list[str]:
+    """fp32 with and without channels-last; the bf16 pair only where bf16 is native (emulated
+    bf16 steps take about 10 s each on an AVX2 CPU: ask for them with ``--configs``)."""
+    configs = ["fp32", "fp32+cl"]
+    return configs + (["bf16", "bf16+cl"] if cpu_info().native_bf16 else [])
 
 
 def kernel(args: argparse.Namespace) -> dict:
@@ -80,44 +112,58 @@ def kernel(args: argparse.Namespace) -> dict:
     from medcl.models import build_model
     from medcl.runtime.precision import FastForward
 
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(args.batch_size, 1, args.crop_size, args.crop_size, generator=generator)
-    y = torch.randint(0, 4, (args.batch_size, args.crop_size, args.crop_size), generator=generator)
-    steps, flops = {}, {}
-    for name in args.configs:
-        precision, channels_last = parse_config(name)
+    configs = [KernelConfig.parse(text) for text in args.configs]
+    steps, flops, batches = {}, {}, {}
+    for config in configs:
+        batch_size = config.batch_size or args.batch_size
+        generator = torch.Generator().manual_seed(0)
+        batches[config.name] = (
+            torch.randn(batch_size, 1, args.crop_size, args.crop_size, generator=generator),
+            torch.randint(0, 4, (batch_size, args.crop_size, args.crop_size), generator=generator))
         torch.manual_seed(0)
         model = build_model("unet", in_channels=1, num_classes=4)
-        steps[name] = (FastForward(model, precision=precision, channels_last=channels_last),
-                       torch.optim.AdamW(model.parameters()))
-    times: dict[str, list[float]] = {name: [] for name in args.configs}
+        steps[config.name] = (FastForward(model, precision=config.precision,
+                                          channels_last=config.channels_last,
+                                          compile=config.compile),
+                              torch.optim.AdamW(model.parameters()))
+    times: dict[str, list[float]] = {config.name: [] for config in configs}
 
     def step(name: str) -> None:
         net, optimizer = steps[name]
+        x, y = batches[name]
         loss = torch.nn.functional.cross_entropy(net(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    for name in args.configs:  # warm-up (oneDNN primitive creation) and FLOP count
-        step(name)
+    first_step_s = {}
+    for config in configs:  # warm-up (oneDNN primitive creation, compilation) and FLOP count
+        start = time.perf_counter()
+        step(config.name)
+        first_step_s[config.name] = time.perf_counter() - start
+        net = steps[config.name][0]
+        net.use_compiled = False  # the counter sees eager operators only
         with FlopCounterMode(display=False) as counter:
-            step(name)
-        flops[name] = counter.get_total_flops()
+            step(config.name)
+        net.use_compiled = config.compile
+        flops[config.name] = counter.get_total_flops()
     for _ in range(args.rounds):
-        for name in args.configs:
+        for config in configs:
             start = time.perf_counter()
-            step(name)
-            times[name].append(time.perf_counter() - start)
+            step(config.name)
+            times[config.name].append(time.perf_counter() - start)
     facts = peak(cpu_info(), os.cpu_count())
     result = {}
-    for name in args.configs:
-        precision, _ = parse_config(name)
-        median = statistics.median(times[name])
-        gflops = flops[name] / median / 1e9
-        result[name] = {"seconds_median": median, "seconds": times[name],
-                        "flops_per_step": flops[name], "achieved_gflops": gflops,
-                        "fraction_of_peak": gflops / facts["gflops"][precision]}
+    for config in configs:
+        median = statistics.median(times[config.name])
+        gflops = flops[config.name] / median / 1e9
+        result[config.name] = {
+            "batch_size": config.batch_size or args.batch_size,
+            "seconds_median": median, "seconds": times[config.name],
+            "first_step_s": first_step_s[config.name],
+            "slices_per_s": (config.batch_size or args.batch_size) / median,
+            "flops_per_step": flops[config.name], "achieved_gflops": gflops,
+            "fraction_of_peak": gflops / facts["gflops"][config.precision]}
     return result
 
 
@@ -220,8 +266,10 @@ def main() -> None:
                         help="train/infer parts")
     parser.add_argument("--channels-last", action="store_true", help="train/infer parts")
     parser.add_argument("--compile", action="store_true", help="torch.compile (train part)")
-    parser.add_argument("--configs", nargs="+", default=["fp32", "fp32+cl", "bf16", "bf16+cl"],
-                        help="kernel part: precision[+cl] configurations compared in one run")
+    parser.add_argument("--configs", nargs="+", default=None,
+                        help="kernel part: precision[+cl][+compile][+bN] configurations compared "
+                        "in one run (default: fp32, fp32+cl, and bf16, bf16+cl where bf16 is "
+                        "native)")
     parser.add_argument("--rounds", type=int, default=KERNEL_ROUNDS, help="kernel part")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=192)
@@ -233,6 +281,7 @@ def main() -> None:
     parser.add_argument("--save", help="with --part infer: also write "
                         "benchmarks/results/speed_infer_SAVE.json (e.g. for a trained SAM run)")
     args = parser.parse_args()
+    args.configs = args.configs or default_configs()
     torch.set_num_threads(args.threads)
     run_dir = Path(args.run)
     start = time.perf_counter()

@@ -8,8 +8,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import report  # benchmarks/ is a folder of scripts, not a package
+import cpu_peak  # benchmarks/ is a folder of scripts, not a package
+import report
 import seeds
+import speed
+
+from medcl.runtime.cpu import CpuInfo
 
 
 @pytest.mark.parametrize(("name", "row"), [
@@ -42,3 +46,25 @@ def test_mean_curve_interpolates_the_seeds_onto_one_grid():
     assert mean[middle] == pytest.approx(expected.mean())
     assert std[middle] == pytest.approx(expected.std())
     assert std[0] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(("vendor", "family", "flags", "fp32", "bf16"), [
+    ("AuthenticAMD", 23, {"avx2", "fma"}, 32, 32),  # Zen 2: 2 x 256-bit FMA, bf16 emulated
+    ("AuthenticAMD", 25, {"avx2", "fma"}, 32, 32),  # Zen 3
+    ("AuthenticAMD", 25, {"avx2", "fma", "avx512f", "avx512_bf16"}, 32, 64),  # Zen 4
+    ("GenuineIntel", 6, {"avx2", "fma", "avx512f", "avx512_bf16"}, 64, 128),
+])
+def test_peak_table_by_hand(vendor, family, flags, fp32, bf16):
+    info = CpuInfo(vendor=vendor, family=family, mhz=2000.0, flags=frozenset(flags))
+    assert cpu_peak.flops_per_cycle(info)[0] == {"fp32": fp32, "bf16": bf16}
+    # 2 cores x 2 GHz x FLOP per cycle
+    assert cpu_peak.peak(info, cores=2)["gflops"]["fp32"] == pytest.approx(4 * fp32)
+
+
+def test_kernel_config_names():
+    config = speed.KernelConfig.parse("fp32+cl+b4")
+    assert (config.precision, config.channels_last, config.compile, config.batch_size) == (
+        "fp32", True, False, 4)
+    assert speed.KernelConfig.parse("bf16+compile").compile
+    with pytest.raises(SystemExit, match="valid: cl, compile"):
+        speed.KernelConfig.parse("fp32+nhwc")

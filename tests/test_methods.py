@@ -146,3 +146,44 @@ def test_recommended_run_resolves_the_mask_and_stores_it(tiny_dataset, tmp_path)
     train(cfg, tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["nonzero_mask"] is False and saved["supervised_warmup"] == 0.3
+
+
+class _Spy(torch.nn.Module):
+    """A UNet that records the batch it was called with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = build_model("unet", in_channels=1, num_classes=4, widths=[4, 8])
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x, **kwargs):
+        self.inputs.append(x.detach().clone())
+        return self.net(x, **kwargs)
+
+
+@pytest.mark.parametrize("mix_views, forwarded", [("both", 16), ("first", 12)])
+def test_mix_views_first_mixes_each_image_first_view_only(mix_views, forwarded):
+    from medcl.method.losses import one_hot
+    from medcl.method.mixing import InterImageMix
+
+    cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
+                      mix_views=mix_views)
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
+    model, batch = _Spy(), _batch()
+    loss, terms = objective(model, batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    (inputs,) = model.inputs
+    assert inputs.shape[0] == forwarded and {"mix_pce", "mix_consistency"} <= set(terms)
+    # the same draws by hand: views first, then the partners of the first M views
+    gen = torch.Generator().manual_seed(0)
+    targets = one_hot(batch["labels"], 4, 4)
+    views = objective.make_views(model, batch["image"], targets, gen)
+    n_mixes = forwarded - 8
+    partner, lam = objective.inter.sample(n_mixes, gen)
+    torch.testing.assert_close(inputs[:8], views.image)
+    torch.testing.assert_close(inputs[8:], InterImageMix.mix(views.image[:n_mixes], partner, lam))
+
+
+def test_mix_views_rejects_unknown_choice():
+    with pytest.raises(ConfigError, match="both, first"):
+        TrainConfig(method="medcl", mix_views="second")

@@ -35,6 +35,9 @@ from medcl.method.losses import (
 from medcl.method.mixing import InterImageMix, IntraImageMix, MixedViews
 
 MIX_SPACES = ("image", "embedding")
+#: which views are inter-mixed: "both" (2B mixes, the authors' code) or "first" (B mixes, made
+#: of each image's first view: a step forwards 3B instead of 4B slices)
+MIX_VIEWS = ("both", "first")
 SUPERVISIONS = ("scribble", "dense")
 
 
@@ -125,14 +128,20 @@ class MedCLObjective(nn.Module):
         clustering: the clustering module (needed when ``global`` or ``local`` is weighted).
         mix_space: ``"image"``, or ``"embedding"``: views and mixes are made of
             ``model(image, stage="encode")`` and decoded with ``stage="decode"``.
+        mix_views: ``"both"``: both views of every image are inter-mixed (``2B`` mixes, as in
+            the authors' code); ``"first"``: only the first view of each image (``B`` mixes),
+            so a step forwards ``3B`` slices instead of ``4B`` (docs/method.md).
     """
 
     def __init__(self, *, num_classes: int, ignore_index: int, weights: LossWeights,
                  intra: IntraImageMix, inter: InterImageMix,
-                 clustering: AnatomyClustering | None = None, mix_space: str = "image") -> None:
+                 clustering: AnatomyClustering | None = None, mix_space: str = "image",
+                 mix_views: str = "both") -> None:
         super().__init__()
         if mix_space not in MIX_SPACES:
             raise ConfigError(f"unknown mix_space {mix_space!r}; valid: {', '.join(MIX_SPACES)}")
+        if mix_views not in MIX_VIEWS:
+            raise ConfigError(f"unknown mix_views {mix_views!r}; valid: {', '.join(MIX_VIEWS)}")
         self.weights = weights.table()
         self.use_clustering = bool(self.weights["global"] or self.weights["local"])
         if self.use_clustering and clustering is None:
@@ -145,6 +154,7 @@ class MedCLObjective(nn.Module):
         self.use_inter = bool(self.weights["mix_pce"] or self.weights["mix_consistency"])
         self.use_union = bool(self.weights["prompt_consistency"] or self.weights["union_pce"])
         self.mix_space = mix_space
+        self.mix_views = mix_views
         self.scribble = ScribbleLoss(ignore_index=ignore_index, pce_weight=self.weights["pce"],
                                      dice_weight=self.weights["dice"])
         self.supervised_only = False
@@ -165,7 +175,9 @@ class MedCLObjective(nn.Module):
         tags = slice_tags(batch["tags"])
         views = self.make_views(model, batch["image"], targets, generator)
         view_tags = tags[views.source.to(tags.device)]
-        partner, lam = (self.inter.sample(views.image.shape[0], generator) if self.use_inter
+        n_views = views.image.shape[0]
+        n_mixes = n_views if self.mix_views == "both" else n_views // 2
+        partner, lam = (self.inter.sample(n_mixes, generator) if self.use_inter
                         else (None, None))
         logits, mixed_logits, union_logits = self.predict(model, views, partner, lam,
                                                           size=tuple(batch["image"].shape[-2:]))
@@ -174,7 +186,8 @@ class MedCLObjective(nn.Module):
         if self.use_union:
             terms.update(self.prompt_terms(probs, union_logits, views.targets))
         if self.use_inter:
-            terms.update(self.mix_terms(probs, mixed_logits, views, view_tags, partner, lam))
+            terms.update(self.mix_terms(probs[:n_mixes], mixed_logits, views.targets[:n_mixes],
+                                        view_tags[:n_mixes], partner, lam))
         if self.use_clustering:
             terms.update(self.clustering_terms(probs))
         return terms
@@ -189,13 +202,15 @@ class MedCLObjective(nn.Module):
     def predict(self, model: nn.Module, views: MixedViews, partner: Tensor | None,
                 lam: Tensor | None, *, size: tuple[int, int]
                 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Logits of the views ``(2B, K, H, W)``, of their inter-mixes (or ``None``) and the
-        views' union logits ``(2B, 1, H, W)`` (or ``None``), from ONE forward pass: the mixes
-        depend on the inputs only, so one larger batch serves both; the union is asked for the
-        views only (``return_union=2B``)."""
+        """Logits of the views ``(2B, K, H, W)``, of their inter-mixes ``(M, K, H, W)`` (or
+        ``None``) and the views' union logits ``(2B, 1, H, W)`` (or ``None``), from ONE forward
+        pass: the mixes depend on the inputs only, so one larger batch serves both; the union is
+        asked for the views only (``return_union=2B``). The first ``M = len(partner)`` views
+        are mixed (``M`` is ``2B`` or ``B``, see ``mix_views``)."""
         inputs = views.image
         if partner is not None:
-            inputs = torch.cat([views.image, InterImageMix.mix(views.image, partner, lam)])
+            mixed = views.image[:partner.shape[0]]
+            inputs = torch.cat([views.image, InterImageMix.mix(mixed, partner, lam)])
         kwargs = {"stage": "decode", "size": size} if self.mix_space == "embedding" else {}
         n_views = views.image.shape[0]
         if self.use_union:  # the prompt terms read the views' union only: never the mixes'
@@ -213,13 +228,14 @@ class MedCLObjective(nn.Module):
             terms["existence"] = existence_loss(probs, tags)
         return terms
 
-    def mix_terms(self, probs: Tensor, mixed_logits: Tensor, views: MixedViews, tags: Tensor,
+    def mix_terms(self, probs: Tensor, mixed_logits: Tensor, targets: Tensor, tags: Tensor,
                   partner: Tensor, lam: Tensor) -> dict[str, Tensor]:
         """pCE on the mixed scribbles, existence with the partners' tag union, consistency
-        between the prediction of the mix and the mix of the predictions."""
+        between the prediction of the mix and the mix of the predictions; ``probs (M, K, H, W)``,
+        ``targets`` and ``tags`` are those of the ``M`` views that were mixed."""
         mixed_probs = mixed_logits.softmax(1)
         terms = {"mix_pce": soft_partial_ce(mixed_logits,
-                                            InterImageMix.mix(views.targets, partner, lam))}
+                                            InterImageMix.mix(targets, partner, lam))}
         if self.weights["mix_existence"]:
             terms["mix_existence"] = existence_loss(mixed_probs,
                                                     InterImageMix.mix_tags(tags, partner))

@@ -26,7 +26,7 @@ from medcl.method.clustering import (
     NUM_PROTOTYPES,
     TEMPERATURE,
 )
-from medcl.method.objectives import SUPERVISIONS
+from medcl.method.objectives import MIX_VIEWS, SUPERVISIONS
 from medcl.models.registry import MODEL_REGISTRY
 from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.schedule import LR_SCHEDULES
@@ -167,6 +167,9 @@ class TrainConfig:
     mix_beta: float = _opt(0.5, "Beta(b, b) parameter of all mixing weights")
     inter_partner: str = _opt("reverse", "inter-mix partner: reverse batch or a shuffle",
                               choices=("reverse", "shuffle"))
+    mix_views: str = _opt("both", "which views are inter-mixed: both views of every image (2B "
+                          "mixes, authors' code) or the first only (B mixes: a step forwards 3B "
+                          "instead of 4B slices)", choices=MIX_VIEWS)
     clustering: str = _opt("contrastive", "clustering form: contrastive (global centres + "
                            "NT-Xent) or prototype (Sinkhorn prototypes)",
                            choices=CLUSTERINGS)
