@@ -43,6 +43,9 @@ def aggregate(records: list[dict]) -> dict:
                                                   for r in records]),
            "best_val_mean_dice": mean_std([r["best_val_mean_dice"] for r in records]),
            "steps": mean_std([r["steps"] for r in records])}
+    if all("test_raw_mean_foreground_dice" in r for r in records):  # before post-processing
+        out["test_raw_mean_foreground_dice"] = mean_std([r["test_raw_mean_foreground_dice"]
+                                                         for r in records])
     for metric in ("dice", "hd95"):
         out[f"test_{metric}"] = {c: mean_std([r["test_mean"][c][metric] for r in records])
                                  for c in classes if metric in records[0]["test_mean"][c]}

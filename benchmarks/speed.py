@@ -167,7 +167,12 @@ def kernel(args: argparse.Namespace) -> dict:
     return result
 
 
-def trainer_for(method: str, args: argparse.Namespace, run_dir: Path):
+#: the train part's rows: name -> (method, extra TrainConfig options)
+TRAIN_ROWS = {"pce": ("pce", {}), "medcl": ("medcl", {}),
+              "medcl_mix_first": ("medcl", {"mix_views": "first"})}
+
+
+def trainer_for(method: str, args: argparse.Namespace, run_dir: Path, **options):
     from medcl.training.config import TrainConfig
     from medcl.training.data import load_training_data
     from medcl.training.trainer import Trainer
@@ -176,7 +181,7 @@ def trainer_for(method: str, args: argparse.Namespace, run_dir: Path):
                       target_spacing=1.36719, batch_size=args.batch_size,
                       crop_size=args.crop_size, precision=args.precision,
                       channels_last=args.channels_last, compile=args.compile,
-                      num_threads=args.threads, device="cpu")
+                      num_threads=args.threads, device="cpu", **options)
     data, cfg = load_training_data(cfg)
     return Trainer(cfg, data, run_dir)
 
@@ -241,8 +246,8 @@ def record_header(args: argparse.Namespace) -> dict:
 
 def train_part(args: argparse.Namespace, run_dir: Path, header: dict) -> dict:
     results = {}
-    for method in ("pce", "medcl"):
-        trainer = trainer_for(method, args, run_dir / method)
+    for row, (method, options) in TRAIN_ROWS.items():
+        trainer = trainer_for(method, args, run_dir / row, **options)
         result = time_steps(trainer, args.steps)
         precision = trainer.precision
         result["precision"] = precision
@@ -250,13 +255,13 @@ def train_part(args: argparse.Namespace, run_dir: Path, header: dict) -> dict:
         result["fraction_of_matmul"] = (result["achieved_gflops"]
                                         / header["matmul_gflops"][precision])
         result["peak_rss_mib_so_far"] = peak_rss_mib()
-        results[method] = result
-        if method == "pce":  # a checkpoint for the inference part
+        results[row] = result
+        if row == "pce":  # a checkpoint for the inference part
             run_dir.mkdir(parents=True, exist_ok=True)
             trainer.run_dir = run_dir
             trainer.save("last")
             (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict()))
-        print(method, json.dumps(result), flush=True)
+        print(row, json.dumps(result), flush=True)
     return results
 
 
@@ -264,7 +269,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="train/infer parts")
-    parser.add_argument("--channels-last", action="store_true", help="train/infer parts")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="train/infer parts (default on, as in training)")
     parser.add_argument("--compile", action="store_true", help="torch.compile (train part)")
     parser.add_argument("--configs", nargs="+", default=None,
                         help="kernel part: precision[+cl][+compile][+bN] configurations compared "

@@ -187,3 +187,25 @@ def test_mix_views_first_mixes_each_image_first_view_only(mix_views, forwarded):
 def test_mix_views_rejects_unknown_choice():
     with pytest.raises(ConfigError, match="both, first"):
         TrainConfig(method="medcl", mix_views="second")
+
+
+def test_mix_forward_separate_gives_the_views_their_own_batch_statistics():
+    cfg = TrainConfig(method="medcl", crop_size=32, head_grid=4, head_hidden=16, code_dim=8,
+                      mix_forward="separate")
+    objective = build_objective(cfg, num_classes=4, ignore_index=4)
+    model, batch = _Spy(), _batch()
+    gen = torch.Generator().manual_seed(0)
+    from medcl.method.losses import one_hot
+
+    views = objective.make_views(model, batch["image"], one_hot(batch["labels"], 4, 4), gen)
+    partner, lam = objective.inter.sample(8, gen)
+    logits, mixed, _ = objective.predict(model, views, partner, lam, size=(32, 32))
+    assert [x.shape[0] for x in model.inputs] == [8, 8]  # the mixes' pass, then the views'
+    # the views' logits are those of the views alone (BatchNorm in training mode)
+    torch.testing.assert_close(logits, model.net(views.image))
+    joint = build_objective(TrainConfig(method="medcl", crop_size=32, head_grid=4,
+                                        head_hidden=16, code_dim=8), num_classes=4,
+                            ignore_index=4)
+    joint_logits, _, _ = joint.predict(model, views, partner, lam, size=(32, 32))
+    assert not torch.allclose(joint_logits, logits)  # one pass: statistics over views + mixes
+    torch.testing.assert_close(mixed, model.net(model.inputs[0]))

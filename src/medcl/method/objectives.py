@@ -38,6 +38,9 @@ MIX_SPACES = ("image", "embedding")
 #: which views are inter-mixed: "both" (2B mixes, the authors' code) or "first" (B mixes, made
 #: of each image's first view: a step forwards 3B instead of 4B slices)
 MIX_VIEWS = ("both", "first")
+#: how views and mixes pass the network: "joint" (one forward of both, so BatchNorm statistics
+#: mix real views with inter-mixed images) or "separate" (two forwards, each with its own)
+MIX_FORWARDS = ("joint", "separate")
 SUPERVISIONS = ("scribble", "dense")
 
 
@@ -131,17 +134,23 @@ class MedCLObjective(nn.Module):
         mix_views: ``"both"``: both views of every image are inter-mixed (``2B`` mixes, as in
             the authors' code); ``"first"``: only the first view of each image (``B`` mixes),
             so a step forwards ``3B`` slices instead of ``4B`` (docs/method.md).
+        mix_forward: ``"joint"``: views and mixes in one forward pass (BatchNorm statistics
+            over both, as in the authors' code); ``"separate"``: one pass for the views and one
+            for the mixes, so the views' BatchNorm statistics are their own.
     """
 
     def __init__(self, *, num_classes: int, ignore_index: int, weights: LossWeights,
                  intra: IntraImageMix, inter: InterImageMix,
                  clustering: AnatomyClustering | None = None, mix_space: str = "image",
-                 mix_views: str = "both") -> None:
+                 mix_views: str = "both", mix_forward: str = "joint") -> None:
         super().__init__()
         if mix_space not in MIX_SPACES:
             raise ConfigError(f"unknown mix_space {mix_space!r}; valid: {', '.join(MIX_SPACES)}")
         if mix_views not in MIX_VIEWS:
             raise ConfigError(f"unknown mix_views {mix_views!r}; valid: {', '.join(MIX_VIEWS)}")
+        if mix_forward not in MIX_FORWARDS:
+            raise ConfigError(f"unknown mix_forward {mix_forward!r}; valid: "
+                              f"{', '.join(MIX_FORWARDS)}")
         self.weights = weights.table()
         self.use_clustering = bool(self.weights["global"] or self.weights["local"])
         if self.use_clustering and clustering is None:
@@ -155,6 +164,7 @@ class MedCLObjective(nn.Module):
         self.use_union = bool(self.weights["prompt_consistency"] or self.weights["union_pce"])
         self.mix_space = mix_space
         self.mix_views = mix_views
+        self.mix_forward = mix_forward
         self.scribble = ScribbleLoss(ignore_index=ignore_index, pce_weight=self.weights["pce"],
                                      dice_weight=self.weights["dice"])
         self.supervised_only = False
@@ -203,22 +213,28 @@ class MedCLObjective(nn.Module):
                 lam: Tensor | None, *, size: tuple[int, int]
                 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Logits of the views ``(2B, K, H, W)``, of their inter-mixes ``(M, K, H, W)`` (or
-        ``None``) and the views' union logits ``(2B, 1, H, W)`` (or ``None``), from ONE forward
-        pass: the mixes depend on the inputs only, so one larger batch serves both; the union is
-        asked for the views only (``return_union=2B``). The first ``M = len(partner)`` views
-        are mixed (``M`` is ``2B`` or ``B``, see ``mix_views``)."""
-        inputs = views.image
-        if partner is not None:
-            mixed = views.image[:partner.shape[0]]
-            inputs = torch.cat([views.image, InterImageMix.mix(mixed, partner, lam)])
+        ``None``) and the views' union logits ``(2B, 1, H, W)`` (or ``None``). With
+        ``mix_forward="joint"`` from ONE forward pass: the mixes depend on the inputs only, so
+        one larger batch serves both; with ``"separate"`` from one pass each. The union is asked
+        for the views only (``return_union=2B``). The first ``M = len(partner)`` views are mixed
+        (``M`` is ``2B`` or ``B``, see ``mix_views``)."""
         kwargs = {"stage": "decode", "size": size} if self.mix_space == "embedding" else {}
         n_views = views.image.shape[0]
+        mixes = (None if partner is None
+                 else InterImageMix.mix(views.image[:partner.shape[0]], partner, lam))
+        if mixes is not None and self.mix_forward == "separate":
+            mixed_logits = model(mixes, **kwargs)
+            mixes = None
+        else:
+            mixed_logits = None
+        inputs = views.image if mixes is None else torch.cat([views.image, mixes])
         if self.use_union:  # the prompt terms read the views' union only: never the mixes'
             kwargs["return_union"] = n_views
         out = model(inputs, **kwargs)
         all_logits, union = out if self.use_union else (out, None)
-        mixed = all_logits[n_views:] if partner is not None else None
-        return all_logits[:n_views], mixed, union
+        if mixes is not None:
+            mixed_logits = all_logits[n_views:]
+        return all_logits[:n_views], mixed_logits, union
 
     def scribble_terms(self, logits: Tensor, probs: Tensor, targets: Tensor, tags: Tensor
                        ) -> dict[str, Tensor]:

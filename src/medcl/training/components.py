@@ -81,7 +81,8 @@ def build_objective(cfg: TrainConfig, *, num_classes: int, ignore_index: int) ->
                                        num_prototypes=cfg.num_prototypes)
     return MedCLObjective(num_classes=num_classes, ignore_index=ignore_index, weights=weights,
                           intra=intra, inter=inter, clustering=clustering,
-                          mix_space=mix_space(cfg), mix_views=cfg.mix_views)
+                          mix_space=mix_space(cfg), mix_views=cfg.mix_views,
+                          mix_forward=cfg.mix_forward)
 
 
 def build_augmentation(cfg: TrainConfig) -> RandomAffine2D:

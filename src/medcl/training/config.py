@@ -26,7 +26,7 @@ from medcl.method.clustering import (
     NUM_PROTOTYPES,
     TEMPERATURE,
 )
-from medcl.method.objectives import MIX_VIEWS, SUPERVISIONS
+from medcl.method.objectives import MIX_FORWARDS, MIX_VIEWS, SUPERVISIONS
 from medcl.models.registry import MODEL_REGISTRY
 from medcl.runtime.precision import PRECISION_CHOICES
 from medcl.training.schedule import LR_SCHEDULES
@@ -170,6 +170,9 @@ class TrainConfig:
     mix_views: str = _opt("both", "which views are inter-mixed: both views of every image (2B "
                           "mixes, authors' code) or the first only (B mixes: a step forwards 3B "
                           "instead of 4B slices)", choices=MIX_VIEWS)
+    mix_forward: str = _opt("joint", "views and inter-mixes in one forward pass (BatchNorm "
+                            "statistics over both, authors' code) or separate passes (the "
+                            "views' statistics their own)", choices=MIX_FORWARDS)
     clustering: str = _opt("contrastive", "clustering form: contrastive (global centres + "
                            "NT-Xent) or prototype (Sinkhorn prototypes)",
                            choices=CLUSTERINGS)
