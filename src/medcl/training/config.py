@@ -199,6 +199,8 @@ class TrainConfig:
     lr_schedule: str = _opt("poly", "learning-rate decay", choices=LR_SCHEDULES)
     warmup_steps: int = _opt(50, "linear warm-up steps")
     iterations: int = _opt(4000, "number of training steps")
+    ema_decay: float = _opt(0.0, "validate, select and save an exponential moving average of "
+                            "the weights (training/ema.py), e.g. 0.99; 0: off (the raw weights)")
     max_minutes: float | None = _opt(None, "wall-clock budget in minutes (training stops and "
                                      "the LR schedule ends at whichever comes first)")
     # run control
@@ -262,6 +264,8 @@ class TrainConfig:
             raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0 <= self.supervised_warmup < 1:
             raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
             raise ConfigError("sam_prompt_tokens must be >= 1 and sam_cache_size >= 0")
         at_least = {"num_threads": 1, "head_grid": 1, "head_hidden": 1, "code_dim": 1,

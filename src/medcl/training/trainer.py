@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from medcl.errors import MedclError
+from medcl.errors import ConfigError, MedclError
 from medcl.files import atomic_write_text
 from medcl.inference.predictor import Predictor
 from medcl.method.objectives import MedCLObjective
-from medcl.models import build_model
+from medcl.models import SAM_MODELS, build_model
 from medcl.runtime import distributed
 from medcl.runtime.checkpoint import checkpoint_path, save_checkpoint
 from medcl.runtime.device import resolve_device
@@ -32,6 +32,7 @@ from medcl.training.components import (
 )
 from medcl.training.config import RESOLVED_KEY, TrainConfig
 from medcl.training.data import TrainingData
+from medcl.training.ema import WeightAverage
 from medcl.training.embeddings import precompute_embeddings
 from medcl.training.interrupt import PeriodicSave, StopSignal, interrupted
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
@@ -103,15 +104,33 @@ class Trainer:
         self.augment = build_augmentation(cfg)
         self.sampler = build_sampler(cfg, data.train, ignore_index=spec.ignore_index,
                                      generator=self.data_generator)
-        self.predictor = Predictor(self.network, spec, data.preprocess, device=self.device,
+        self.ema = self.weight_average(cfg)
+        evaluated = (self.network if self.ema is None else
+                     FastForward(self.ema.module, precision=self.precision,
+                                 channels_last=cfg.channels_last))
+        self.predictor = Predictor(evaluated, spec, data.preprocess, device=self.device,
                                    batch_size=cfg.infer_batch_size)
         self.state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None,
                       "last_val": None}
         self.emit = callback if (callback and self.dist.is_main) else (lambda record: None)
 
+    def weight_average(self, cfg: TrainConfig) -> WeightAverage | None:
+        """The EMA of the weights that validation sees and checkpoints keep (``--ema-decay``)."""
+        if not cfg.ema_decay:
+            return None
+        if cfg.model in SAM_MODELS:
+            raise ConfigError(f"ema_decay is for networks without an embedding cache; "
+                              f"{cfg.model!r} keeps one (its copy would be duplicated)")
+        return WeightAverage(self.model, decay=cfg.ema_decay)
+
     # -- state --------------------------------------------------------------------------------
     def checkpoint(self) -> dict:
-        return {"model": self.model.state_dict(), "objective": self.objective.state_dict(),
+        """The run's state; ``model`` holds the weights that predict (the EMA, with
+        ``--ema-decay``; the raw weights it continues training from are ``train_model``)."""
+        weights = ({"model": self.model.state_dict()} if self.ema is None else
+                   {"model": self.ema.module.state_dict(),
+                    "train_model": self.model.state_dict()})
+        return {**weights, "objective": self.objective.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "rng": rng_state(self.data_generator),
                 "step_generator": self.step_generator.get_state(),
@@ -120,7 +139,9 @@ class Trainer:
 
     def restore(self, ckpt: dict) -> None:
         """Continue from a checkpoint (written by any number of processes)."""
-        self.model.load_state_dict(ckpt["model"])
+        self.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+        if self.ema is not None:  # a run without EMA before: the average starts at its weights
+            self.ema.module.load_state_dict(ckpt["model"])
         self.objective.load_state_dict(ckpt["objective"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
@@ -175,6 +196,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return lr, terms
 
     def validate(self) -> None:
