@@ -24,6 +24,13 @@ def load() -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RESULTS.glob("mscmr_*.json"))]
 
 
+def kernel_path(machine) -> str | None:
+    """``"AVX2"`` from a record's machine line (``"... torch kernels AVX2"``); None if absent."""
+    if isinstance(machine, str) and "torch kernels " in machine:
+        return machine.rsplit("torch kernels ", 1)[1].strip()
+    return None
+
+
 def row(r: dict) -> str:
     mean, std = r["test_mean"], r["test_std"]
     dice = " | ".join(f"{mean[c]['dice']:.3f} ± {std[c]['dice']:.3f}" for c in CLASSES)
@@ -32,6 +39,7 @@ def row(r: dict) -> str:
     paper = PAPER_FEW5.get((r["method"], model)) if r["setting"] == "few5" else None
     cfg = r["config"]
     flags = ", ".join([f for f in ("nonzero_mask",) if cfg.get(f)]
+                      + (["mask detected"] if r["method"] == "recommended" else [])
                       + ([f"labelled_fraction {cfg['labelled_fraction']}"]
                          if r["method"] != "pce" and cfg.get("labelled_fraction") == 1.0
                          else [])
@@ -39,12 +47,17 @@ def row(r: dict) -> str:
                          if r["method"] == "pce" and cfg.get("dice_weight") else [])
                       + ([f"supervised_warmup {cfg['supervised_warmup']}"]
                          if cfg.get("supervised_warmup") else [])
-                      + ([cfg["precision"]] if cfg.get("precision") != "bf16" else [])
+                      + ([f"precision {cfg['precision']}"] if cfg.get("precision") != "bf16"
+                         else [])
+                      + ([f"{kernel_path(r['machine'])} CPU"] if kernel_path(r.get("machine"))
+                         else [])
                       + ([f"stops at {cfg['iterations']} steps"]
                          if cfg.get("iterations", 0) < 100_000 else [])
                       + [f"batch {cfg['batch_size']}", f"{r.get('threads', 2)} thr"])
     return (f"| {r['method']} | {model} | {r['setting']} | {flags} | {r['budget_minutes']:g} | {r['steps']} | "
-            f"{r['best_val_mean_dice']:.3f} | {dice} | **{r['test_mean_foreground_dice']:.3f}** | "
+            f"{r['best_val_mean_dice']:.3f} | {dice} | **{r['test_mean_foreground_dice']:.3f}**"
+            + (f" (raw {r['test_raw_mean_foreground_dice']:.3f})"
+               if "test_raw_mean_foreground_dice" in r else "") + " | "
             f"{'' if paper is None else f'{paper:.3f}'} | {hd} | {r['commit'][:10]} |")
 
 
