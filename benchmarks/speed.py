@@ -72,14 +72,16 @@ def peak_rss_mib() -> float:
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """One configuration of the kernel harness, written ``precision[+cl][+compile][+bN]``:
-    ``"fp32+cl+b4"`` is fp32, channels-last, batch 4 (default batch: ``--batch-size``)."""
+    """One configuration of the kernel harness, written ``precision[+cl][+compile][+bN][+tN]``:
+    ``"fp32+cl+b4+t1"`` is fp32, channels-last, batch 4, one thread (defaults: ``--batch-size``,
+    ``--threads``)."""
 
     name: str
     precision: str
     channels_last: bool = False
     compile: bool = False
     batch_size: int | None = None
+    threads: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> "KernelConfig":
@@ -92,11 +94,11 @@ class KernelConfig:
                 fields["channels_last"] = True
             elif option == "compile":
                 fields["compile"] = True
-            elif option[:1] == "b" and option[1:].isdigit():
-                fields["batch_size"] = int(option[1:])
+            elif option[:1] in ("b", "t") and option[1:].isdigit():
+                fields["batch_size" if option[0] == "b" else "threads"] = int(option[1:])
             else:
                 raise SystemExit(f"--configs {text}: unknown option {option!r} "
-                                 "(valid: cl, compile, b<batch size>)")
+                                 "(valid: cl, compile, b<batch size>, t<threads>)")
         return cls(name=text, precision=precision, **fields)
 
 
@@ -128,9 +130,12 @@ def kernel(args: argparse.Namespace) -> dict:
                               torch.optim.AdamW(model.parameters()))
     times: dict[str, list[float]] = {config.name: [] for config in configs}
 
+    threads = {config.name: config.threads or args.threads for config in configs}
+
     def step(name: str) -> None:
         net, optimizer = steps[name]
         x, y = batches[name]
+        torch.set_num_threads(threads[name])
         loss = torch.nn.functional.cross_entropy(net(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -158,12 +163,13 @@ def kernel(args: argparse.Namespace) -> dict:
         median = statistics.median(times[config.name])
         gflops = flops[config.name] / median / 1e9
         result[config.name] = {
-            "batch_size": config.batch_size or args.batch_size,
+            "batch_size": config.batch_size or args.batch_size, "threads": threads[config.name],
             "seconds_median": median, "seconds": times[config.name],
             "first_step_s": first_step_s[config.name],
             "slices_per_s": (config.batch_size or args.batch_size) / median,
             "flops_per_step": flops[config.name], "achieved_gflops": gflops,
             "fraction_of_peak": gflops / facts["gflops"][config.precision]}
+    torch.set_num_threads(args.threads)
     return result
 
 

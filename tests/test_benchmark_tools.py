@@ -66,5 +66,5 @@ def test_kernel_config_names():
     assert (config.precision, config.channels_last, config.compile, config.batch_size) == (
         "fp32", True, False, 4)
     assert speed.KernelConfig.parse("bf16+compile").compile
-    with pytest.raises(SystemExit, match="valid: cl, compile"):
+    with pytest.raises(SystemExit, match="valid: cl, compile, b<batch size>, t<threads>"):
         speed.KernelConfig.parse("fp32+nhwc")
