@@ -157,9 +157,9 @@ def kernel(args: argparse.Namespace) -> dict:
             start = time.perf_counter()
             step(config.name)
             times[config.name].append(time.perf_counter() - start)
-    facts = peak(cpu_info(), os.cpu_count())
     result = {}
     for config in configs:
+        facts = peak(cpu_info(), min(threads[config.name], os.cpu_count() or 1))  # cores used
         median = statistics.median(times[config.name])
         gflops = flops[config.name] / median / 1e9
         result[config.name] = {
