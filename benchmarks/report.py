@@ -158,7 +158,8 @@ def seed_table(results: list[dict]) -> str:
     rows = by_row(results)
     names = dict.fromkeys(n for group in COMPARISONS.values() for n in group if n in rows)
     lines = [("| row | seeds | steps | best val Dice | test Dice RV | Myo | LV | **test mean Dice** |"
-             " HD95 RV (mm) | Myo | LV |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
+             " raw (no post-processing) | HD95 RV (mm) | Myo | LV |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         agg = aggregate(rows[name])
 
@@ -170,6 +171,8 @@ def seed_table(results: list[dict]) -> str:
                      f"{cell(agg['best_val_mean_dice'])} | "
                      + " | ".join(cell(agg["test_dice"][c]) for c in CLASSES)
                      + f" | **{cell(agg['test_mean_foreground_dice'])}** | "
+                     + (cell(agg["test_raw_mean_foreground_dice"])
+                        if "test_raw_mean_foreground_dice" in agg else "=") + " | "
                      + " | ".join(cell(agg["test_hd95"][c], 1) for c in CLASSES) + " |")
     return "\n".join(lines)
 
