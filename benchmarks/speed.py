@@ -178,7 +178,9 @@ TRAIN_ROWS = {"pce": ("pce", {}), "medcl": ("medcl", {}),
               "medcl_mix_first": ("medcl", {"mix_views": "first"})}
 
 
-def trainer_for(method: str, args: argparse.Namespace, run_dir: Path, **options):
+def trainer_for(method: str, args: argparse.Namespace, run_dir: Path, data=None, **options):
+    """A trainer for one row; ``data`` from an earlier row is reused (every row preprocesses the
+    same way: same spacing, no nonzero mask), which saves reading the volumes again."""
     from medcl.training.config import TrainConfig
     from medcl.training.data import load_training_data
     from medcl.training.trainer import Trainer
@@ -187,8 +189,9 @@ def trainer_for(method: str, args: argparse.Namespace, run_dir: Path, **options)
                       target_spacing=1.36719, batch_size=args.batch_size,
                       crop_size=args.crop_size, precision=args.precision,
                       channels_last=args.channels_last, compile=args.compile,
-                      num_threads=args.threads, device="cpu", **options)
-    data, cfg = load_training_data(cfg)
+                      num_threads=args.threads, device="cpu", nonzero_mask=False, **options)
+    if data is None:
+        data, cfg = load_training_data(cfg)
     return Trainer(cfg, data, run_dir)
 
 
@@ -251,9 +254,10 @@ def record_header(args: argparse.Namespace) -> dict:
 
 
 def train_part(args: argparse.Namespace, run_dir: Path, header: dict) -> dict:
-    results = {}
+    results, data = {}, None
     for row, (method, options) in TRAIN_ROWS.items():
-        trainer = trainer_for(method, args, run_dir / row, **options)
+        trainer = trainer_for(method, args, run_dir / row, data, **options)
+        data = trainer.data
         result = time_steps(trainer, args.steps)
         precision = trainer.precision
         result["precision"] = precision
