@@ -222,17 +222,15 @@ class MedCLObjective(nn.Module):
         n_views = views.image.shape[0]
         mixes = (None if partner is None
                  else InterImageMix.mix(views.image[:partner.shape[0]], partner, lam))
-        if mixes is not None and self.mix_forward == "separate":
-            mixed_logits = model(mixes, **kwargs)
-            mixes = None
-        else:
-            mixed_logits = None
-        inputs = views.image if mixes is None else torch.cat([views.image, mixes])
+        separate = mixes is not None and self.mix_forward == "separate"
+        mixed_logits = model(mixes, **kwargs) if separate else None
+        joint = mixes is not None and not separate
+        inputs = torch.cat([views.image, mixes]) if joint else views.image
         if self.use_union:  # the prompt terms read the views' union only: never the mixes'
             kwargs["return_union"] = n_views
         out = model(inputs, **kwargs)
         all_logits, union = out if self.use_union else (out, None)
-        if mixes is not None:
+        if joint:
             mixed_logits = all_logits[n_views:]
         return all_logits[:n_views], mixed_logits, union
 
