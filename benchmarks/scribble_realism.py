@@ -1,12 +1,18 @@
 """Does the simulator's realism matter? MedCL on few-scribble MyoPS, the same 5 training cases
 once with their real scribbles and once with scribbles simulated from their dense labels
-(``medcl scribble`` defaults), the same budget (steps) and seed; validation Scar / Edema.
+(``medcl scribble`` defaults), the same budget and seed; validation Scar / Edema.
 
     python benchmarks/scribble_realism.py --iterations 300 --work /tmp/scribble_realism
+    python benchmarks/scribble_realism.py --method recommended --minutes 30
+
+The budget is ``--iterations`` steps, or ``--minutes`` of training wall-clock per variant when
+given (the benchmarks' budget; the step count then depends on the machine, the same for both
+variants only if they run alone one after another).
 
 The simulated scribbles are written into ``WORK/dataset/sim_scribbles`` beside links to the
 real MyoPS folders (``$MEDCL_DATA/MyoPS2020``, read-only). Writes
-``benchmarks/results/scribble_realism_{iterations}steps.json``.
+``benchmarks/results/scribble_realism[_{method}]_{iterations}steps.json`` or
+``..._{minutes}min.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from mscmr import git_commit, read_metrics
 from medcl.data.labels import LabelSpec
 from medcl.data.scribble_files import named_options, scribble_folder
 from medcl.runtime.cpu import describe
-from medcl.training.config import TrainConfig
+from medcl.training.config import METHODS, TrainConfig
 from medcl.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,6 +39,8 @@ LINKED = ("train25", "test20", "train25_myops_gd", "scribbles")
 SIM_FOLDER = "sim_scribbles"
 SIM_UNLABELLED = 4000  # no class of MyoPS uses it
 FEW_SCRIBBLED = 5
+DEFAULT_METHOD = "medcl"
+UNLIMITED_STEPS = 1_000_000  # with --minutes, the clock decides
 
 
 def prepare(work: Path, data: Path) -> dict[str, Path]:
@@ -66,7 +74,10 @@ def best_validation(run_dir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
     parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--minutes", type=float,
+                        help="training wall-clock budget per variant (instead of --iterations)")
     parser.add_argument("--val-interval", type=int, default=75)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
@@ -78,18 +89,22 @@ def main() -> None:
     paths = prepare(work, data)
     record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
               "machine": {**describe(), "cores": os.cpu_count()}, "rows": {}}
+    budget = f"{args.minutes:g}min" if args.minutes else f"{args.iterations}steps"
+    name = ("" if args.method == DEFAULT_METHOD else f"_{args.method}") + f"_{budget}"
     for variant in ("real", "simulated"):
         cfg = TrainConfig(data=str(paths["dataset"]), labels=str(paths[variant]),
-                          method="medcl", num_scribbled=FEW_SCRIBBLED,
-                          iterations=args.iterations, val_interval=args.val_interval,
+                          method=args.method, num_scribbled=FEW_SCRIBBLED,
+                          iterations=UNLIMITED_STEPS if args.minutes else args.iterations,
+                          max_minutes=args.minutes, val_interval=args.val_interval,
                           seed=args.seed, num_threads=args.threads, device="cpu")
         started = time.monotonic()
-        result = train(cfg, work / f"run_{variant}")
+        run_dir = work / f"run{name}_{variant}"
+        result = train(cfg, run_dir)
         record["rows"][variant] = {"steps": result["step"],
                                    "wall_minutes": round((time.monotonic() - started) / 60, 1),
-                                   **best_validation(work / f"run_{variant}")}
+                                   **best_validation(run_dir)}
         print(variant, json.dumps(record["rows"][variant]), flush=True)
-    out = REPO / "benchmarks" / "results" / f"scribble_realism_{args.iterations}steps.json"
+    out = REPO / "benchmarks" / "results" / f"scribble_realism{name}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
 

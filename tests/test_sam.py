@@ -37,6 +37,7 @@ from medcl.models.sam import (
 )
 from medcl.models.sam import checkpoint as sam_checkpoint
 from medcl.models.sam.preprocess import area_weights, resize_area
+from medcl.models.sam.tiny_vit import Conv2dBN
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import real_data_root  # noqa: E402
@@ -100,6 +101,27 @@ def test_tiny_vit_pads_odd_sizes_for_its_windows():
                       window_sizes=(7, 7, 5, 3), out_chans=16)
     assert encoder.stride == 4
     assert encoder(torch.rand(1, 3, 33, 35)).shape == (1, 16, 9, 9)
+
+
+def test_conv_bn_folds_the_normalisation_in_eval_mode():
+    layer = Conv2dBN(3, 4, kernel_size=3, stride=2, groups=1)
+    with torch.no_grad():  # running statistics and affine terms far from the identity
+        layer.bn.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0, 0.0]))
+        layer.bn.running_var.copy_(torch.tensor([0.25, 4.0, 1.0, 9.0]))
+        layer.bn.weight.copy_(torch.tensor([2.0, -0.5, 1.0, 3.0]))
+        layer.bn.bias.copy_(torch.tensor([0.1, 0.2, -0.3, 0.0]))
+    x = torch.randn(2, 3, 9, 9)
+    layer.eval()
+    # by hand: BatchNorm in eval mode is (y - mean) / sqrt(var + eps) * gamma + beta per channel
+    y = layer.c(x)
+    bn = layer.bn
+    std = torch.sqrt(bn.running_var + bn.eps)
+    expected = ((y - bn.running_mean[:, None, None]) / std[:, None, None] * bn.weight[:, None, None]
+                + bn.bias[:, None, None])
+    torch.testing.assert_close(layer(x), expected)
+    layer.train()  # training normalises with the batch statistics, as BatchNorm does
+    torch.testing.assert_close(layer(x), layer.bn(layer.c(x)))
+    assert set(layer.state_dict()) >= {"c.weight", "bn.running_mean", "bn.weight"}
 
 
 def test_prompt_kinds_and_broadcast():

@@ -27,15 +27,30 @@ from ...errors import ConfigError
 from .common import LayerNorm2d, pad_to_multiple, window_partition, window_unpartition
 
 
-class Conv2dBN(nn.Sequential):
-    """``Conv2d`` without bias (``.c``) followed by ``BatchNorm2d`` (``.bn``)."""
+class Conv2dBN(nn.Module):
+    """``Conv2d`` without bias (``.c``) followed by ``BatchNorm2d`` (``.bn``).
+
+    In eval mode the normalisation is folded into the convolution (one pass over the output
+    instead of two; the same function up to rounding): ``scale = gamma / sqrt(var + eps)``
+    multiplies the kernel per output channel, ``beta - mean * scale`` becomes its bias. The
+    parameters and the state dict stay those of the two layers. ``(B, C_in, H, W) -> (B, C_out,
+    H', W')``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                  groups: int = 1) -> None:
         super().__init__()
-        self.add_module("c", nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                                       kernel_size // 2, groups=groups, bias=False))
-        self.add_module("bn", nn.BatchNorm2d(out_channels))
+        self.c = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                           groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            return self.bn(self.c(x))
+        scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
+        weight = self.c.weight * scale[:, None, None, None]
+        return nn.functional.conv2d(x, weight, self.bn.bias - self.bn.running_mean * scale,
+                                    self.c.stride, self.c.padding, self.c.dilation, self.c.groups)
 
 
 class PatchEmbed(nn.Module):
