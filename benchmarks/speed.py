@@ -9,10 +9,15 @@ Parts (``--part``):
   (``benchmarks/cpu_peak.py``). This is the harness for comparing speed choices.
 * ``train``: pCE and MedCL trainer steps on the real MSCMR data (few-scribble setting), with the
   data-loading share of a step.
-* ``infer``: UNet inference time and peak memory per MSCMR test volume (its own process).
+* ``infer``: inference time and peak memory per MSCMR test volume (its own process), of the
+  run in ``--run`` (the train part leaves a UNet checkpoint there) or, with ``--untrained
+  MODEL``, of an untrained ``MODEL`` (e.g. ``lite_medsam`` with its pretrained encoder; inference
+  time does not depend on the weights, and such a run has no post-processing).
 
     python benchmarks/speed.py                       # kernel + train + infer, precision auto
     python benchmarks/speed.py --part kernel --configs fp32 fp32+cl fp32+cl+b4 fp32+cl+compile
+    python benchmarks/speed.py --part infer --untrained lite_medsam --run runs/speed_sam \
+        --save lite_medsam_untrained
 
 Writes ``benchmarks/results/speed_{part}_{cpu tag}.json`` naming the machine (CPU model, flags,
 the kernel path torch dispatches to), the commit and the command.
@@ -36,12 +41,14 @@ import torch
 from cpu_peak import matmul_gflops, peak
 from torch.utils.flop_counter import FlopCounterMode
 
+from medcl.models import MODEL_REGISTRY, SAM_MODELS
 from medcl.runtime.cpu import cpu_info, describe
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
 LABELS = REPO / "examples" / "mscmr.json"
 KERNEL_ROUNDS = 5
+SAM_CROP = 256  # the SAM benchmark rows' centre crop (docs/results.md)
 
 
 def machine() -> dict:
@@ -233,7 +240,7 @@ def inference(args: argparse.Namespace, run_dir: Path) -> dict:
     from medcl.inference.predictor import Predictor, predict_path
 
     predictor = Predictor.from_run(run_dir, device="cpu", precision=args.precision)
-    images = sorted((DATA / "TestSet" / "images").iterdir())
+    images = sorted((DATA / "TestSet" / "images").iterdir())[:args.volumes]
     out = run_dir / "speed_pred"
     times = []
     for image in images:
@@ -267,12 +274,39 @@ def train_part(args: argparse.Namespace, run_dir: Path, header: dict) -> dict:
         result["peak_rss_mib_so_far"] = peak_rss_mib()
         results[row] = result
         if row == "pce":  # a checkpoint for the inference part
-            run_dir.mkdir(parents=True, exist_ok=True)
-            trainer.run_dir = run_dir
-            trainer.save("last")
-            (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict()))
+            save_for_inference(trainer, run_dir)
         print(row, json.dumps(result), flush=True)
     return results
+
+
+def infer_in_subprocess(args: argparse.Namespace, run_dir: Path) -> dict:
+    """The inference part on the checkpoint in ``run_dir``, in a process of its own."""
+    command = [sys.executable, __file__, "--part", "infer", "--run", str(run_dir),
+               "--precision", args.precision, "--threads", str(args.threads)]
+    if args.volumes:
+        command += ["--volumes", str(args.volumes)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def save_for_inference(trainer, run_dir: Path) -> None:
+    """The trainer's model as the ``last`` checkpoint of ``run_dir``, with its ``config.json``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer.run_dir = run_dir
+    trainer.save("last")
+    (run_dir / "config.json").write_text(json.dumps(trainer.cfg.to_dict()))
+
+
+def untrained_run(args: argparse.Namespace, run_dir: Path) -> None:
+    """An untrained ``args.untrained`` model saved in ``run_dir`` for the inference part (SAM
+    models with the benchmark rows' input: centre crops of ``SAM_CROP`` px)."""
+    if args.untrained in SAM_MODELS:
+        args = argparse.Namespace(**{**vars(args), "crop_size": SAM_CROP})
+        options = {"crop_mode": "center"}
+    else:
+        options = {}
+    trainer = trainer_for("pce", args, run_dir / "untrained", model=args.untrained, **options)
+    save_for_inference(trainer, run_dir)
 
 
 def main() -> None:
@@ -294,6 +328,10 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "kernel", "train", "infer"), default="all")
     parser.add_argument("--run", default=str(REPO / "runs" / "speed"),
                         help="scratch run folder (a checkpoint for the inference part)")
+    parser.add_argument("--untrained", choices=sorted(MODEL_REGISTRY),
+                        help="with --part infer: time an untrained MODEL (written to --run)")
+    parser.add_argument("--volumes", type=int, default=None,
+                        help="with --part infer: only the first N test volumes (default all)")
     parser.add_argument("--save", help="with --part infer: also write "
                         "benchmarks/results/speed_infer_SAVE.json (e.g. for a trained SAM run)")
     args = parser.parse_args()
@@ -302,12 +340,17 @@ def main() -> None:
     run_dir = Path(args.run)
     start = time.perf_counter()
     if args.part == "infer":  # separate process, so its peak memory is its own
-        result = inference(args, run_dir)
+        if args.untrained:  # written here, timed in a fresh process (no training data in it)
+            untrained_run(args, run_dir)
+            result = infer_in_subprocess(args, run_dir)
+        else:
+            result = inference(args, run_dir)
         if args.save:
             model = json.loads((run_dir / "config.json").read_text()).get("model", "unet")
             record = {"command": " ".join(["python"] + sys.argv), "commit": commit(),
                       "machine": machine(), "model": model, "precision": args.precision,
-                      "inference": result}
+                      "untrained": bool(args.untrained),
+                      "wall_seconds": time.perf_counter() - start, "inference": result}
             out = REPO / "benchmarks" / "results" / f"speed_infer_{args.save}.json"
             out.write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps(result))
@@ -320,10 +363,7 @@ def main() -> None:
     if args.part in ("all", "train"):
         record.update(precision=args.precision, channels_last=args.channels_last,
                       compile=args.compile, train=train_part(args, run_dir, record))
-        proc = subprocess.run([sys.executable, __file__, "--part", "infer", "--run", str(run_dir),
-                               "--precision", args.precision, "--threads", str(args.threads)],
-                              capture_output=True, text=True, check=True)
-        record["inference_unet"] = json.loads(proc.stdout.strip().splitlines()[-1])
+        record["inference_unet"] = infer_in_subprocess(args, run_dir)
     record["wall_seconds"] = time.perf_counter() - start
     out = REPO / "benchmarks" / "results" / f"speed_{args.part}_{cpu_tag()}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
