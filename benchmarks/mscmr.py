@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "examples" / "mscmr.json"
 SETTINGS = {"all25": None, "few5": 5}
 DEFAULT_SEED = 42
+UNLIMITED_STEPS = 1_000_000  # a wall-clock budget decides when training stops
 
 
 def git_commit() -> str:
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace, data: Path) -> dict:
         result, train_wall = finished_run(run_dir, args.device)
     else:
         overrides = json.loads(args.options) if args.options else {}
-        options = {"iterations": 1_000_000, **overrides}  # the budget decides, unless given
+        options = {"iterations": UNLIMITED_STEPS, **overrides}  # the budget decides, unless given
         cfg = TrainConfig(data=str(data), labels=str(LABELS), method=args.method,
                           num_scribbled=SETTINGS[args.setting],
                           target_spacing=args.target_spacing, max_minutes=args.minutes,

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from mscmr import finished_run, git_commit, read_metrics, train_timed
+from mscmr import UNLIMITED_STEPS, finished_run, git_commit, read_metrics, train_timed
 
 from medcl.data.datasets import discover
 from medcl.evaluation.evaluate import evaluate_folders, spec_options
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, data: Path) -> dict:
     if args.evaluate_only:
         result, train_wall = finished_run(run_dir, args.device)
     else:
-        options = {"iterations": 1_000_000, **ROWS[args.row],
+        options = {"iterations": UNLIMITED_STEPS, **ROWS[args.row],
                    **(json.loads(args.options) if args.options else {})}
         cfg = TrainConfig(data=str(data), labels=str(DESCRIPTION),
                           target_spacing=args.target_spacing, max_minutes=args.minutes,

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from mscmr import git_commit, read_metrics
+from mscmr import UNLIMITED_STEPS, git_commit, read_metrics
 
 from medcl.data.labels import LabelSpec
 from medcl.data.scribble_files import named_options, scribble_folder
@@ -40,7 +40,6 @@ SIM_FOLDER = "sim_scribbles"
 SIM_UNLABELLED = 4000  # no class of MyoPS uses it
 FEW_SCRIBBLED = 5
 DEFAULT_METHOD = "medcl"
-UNLIMITED_STEPS = 1_000_000  # with --minutes, the clock decides
 
 
 def prepare(work: Path, data: Path) -> dict[str, Path]:
