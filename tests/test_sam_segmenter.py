@@ -56,6 +56,23 @@ def test_frozen_encoder_caches_and_trains_only_prompts_and_decoder():
     assert not enc.training  # frozen: eval mode even while training
 
 
+def test_encoder_runs_in_chunks_with_the_same_embeddings(monkeypatch):
+    model = _tiny(encoder="frozen", cache_size=0).eval()
+    x = torch.randn(9, 1, 64, 64)
+    whole = model.sam.encode_images(model.prepare(x)[0])
+    calls = []
+    encode_images = model.sam.encode_images
+    monkeypatch.setattr(model.sam, "encode_images",
+                        lambda images: calls.append(len(images)) or encode_images(images))
+    torch.testing.assert_close(model(x, stage="encode"), whole)
+    assert calls == [4, 4, 1]  # ENCODE_CHUNK at a time
+    full = _tiny(encoder="full").train()  # BatchNorm on batch statistics: one call
+    monkeypatch.setattr(full.sam, "encode_images",
+                        lambda images: calls.append(len(images)) or encode_images(images))
+    full(x, stage="encode")
+    assert calls[-1] == 9
+
+
 def test_partial_and_full_encoder_modes():
     partial, full = _tiny(encoder="partial"), _tiny(encoder="full")
     assert partial.cache is None and full.cache is None

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 #: progress is reported each time another tenth of the slices is done
 PROGRESS_STEPS = 10
-#: slices per encoder call: LiteMedSAM's TinyViT keeps its first stages at high resolution, and
-#: a batch of 16 slices took the process past 3 GiB; 4 keeps the peak low at the same speed
+#: slices handed to the network per precompute call (progress is reported between calls; the
+#: SAM segmenter itself encodes ``ENCODE_CHUNK`` slices per encoder call to bound its memory)
 ENCODER_BATCH = 4
 MIB = 2 ** 20
 

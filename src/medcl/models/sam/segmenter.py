@@ -57,6 +57,10 @@ DECODE_MODES = ("joint", "per_prompt")
 #: inputs per recomputed decoder call (``recompute=True``): bounds the backward pass's
 #: transient activations (about 70 MiB per LiteMedSAM input in the joint mode)
 RECOMPUTE_CHUNK = 4
+#: slices per image-encoder call, in training's precompute and at inference alike: LiteMedSAM's
+#: TinyViT keeps its first stages at high resolution, and one call on 16 slices took the process
+#: past 4 GiB; 4 at a time keeps the peak low at the same speed per slice
+ENCODE_CHUNK = 4
 RESIZE_MODES = ("shrink", "longest")
 #: box the class prompts start from: the central half of the image, in units of ``S``.
 INIT_BOX = (0.25, 0.25, 0.75, 0.75)
@@ -199,8 +203,17 @@ class SamSegmenter(Segmenter):
         prepared, _ = self.prepare(x)
         if self.cache is not None:
             with torch.no_grad():
-                return self.cache.lookup(prepared, self.sam.encode_images)
-        return self.sam.encode_images(prepared)
+                return self.cache.lookup(prepared, self._encode_prepared)
+        return self._encode_prepared(prepared)
+
+    def _encode_prepared(self, prepared: Tensor) -> Tensor:
+        """Embeddings ``(B, D, h, h)`` of prepared inputs ``(B, 3, S, S)``: ``ENCODE_CHUNK`` at
+        a time in eval mode (the same values as one call), in one call while the encoder trains
+        (its BatchNorm then normalises with the statistics of the whole batch)."""
+        if self.sam.image_encoder.training:
+            return self.sam.encode_images(prepared)
+        return torch.cat([self.sam.encode_images(chunk)
+                          for chunk in prepared.split(ENCODE_CHUNK)])
 
     @property
     def can_precompute(self) -> bool:
@@ -217,7 +230,7 @@ class SamSegmenter(Segmenter):
         if self.cache is None:
             return 0
         prepared, _ = self.prepare(x)
-        return self.cache.pin(prepared, self.sam.encode_images)
+        return self.cache.pin(prepared, self._encode_prepared)
 
     def decode(self, embeddings: Tensor, size: tuple[int, int], *,
                return_union: bool | int = False) -> Tensor | tuple[Tensor, Tensor]:
