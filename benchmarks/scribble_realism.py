@@ -12,7 +12,9 @@ variants only if they run alone one after another).
 The simulated scribbles are written into ``WORK/dataset/sim_scribbles`` beside links to the
 real MyoPS folders (``$MEDCL_DATA/MyoPS2020``, read-only). Writes
 ``benchmarks/results/scribble_realism[_{method}]_{iterations}steps.json`` or
-``..._{minutes}min.json``.
+``..._{minutes}min.json``. Each variant's best checkpoint is also scored on the validation
+cases raw and with the post-processing the run chose on them (as ``benchmarks/myops.py`` does);
+``--evaluate-only`` does that for runs already in ``WORK`` without training again.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
-from mscmr import UNLIMITED_STEPS, git_commit, read_metrics
+from mscmr import UNLIMITED_STEPS, finished_run, git_commit, read_metrics
+from myops import grouped, validation_report
 
 from medcl.data.labels import LabelSpec
 from medcl.data.scribble_files import named_options, scribble_folder
+from medcl.inference.predictor import Predictor
 from medcl.runtime.cpu import describe
 from medcl.training.config import METHODS, TrainConfig
 from medcl.training.run import train
@@ -71,6 +74,17 @@ def best_validation(run_dir: Path) -> dict:
             "dice": best["dice"], "curve": [{"step": r["step"], **r["dice"]} for r in vals]}
 
 
+def scored_validation(run_dir: Path, data: Path) -> dict:
+    """Scar / Edema Dice and HD95 of the best checkpoint on the validation cases, raw
+    (``val_raw_*``) and post-processed as the run chose on these cases (``val_*``, optimistic)."""
+    raw = validation_report(run_dir, data, Predictor.from_run(run_dir, device="cpu",
+                                                              postprocessing="none"),
+                            "val_predictions_raw")
+    post = validation_report(run_dir, data, Predictor.from_run(run_dir, device="cpu"),
+                             "val_predictions")
+    return {**grouped(raw, "val_raw_"), **grouped(post, "val_")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD)
@@ -81,6 +95,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default=str(REPO / "runs" / "scribble_realism"))
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score the runs already in --work instead of training them")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MyoPS2020"
@@ -96,14 +112,19 @@ def main() -> None:
                           iterations=UNLIMITED_STEPS if args.minutes else args.iterations,
                           max_minutes=args.minutes, val_interval=args.val_interval,
                           seed=args.seed, num_threads=args.threads, device="cpu")
-        started = time.monotonic()
         run_dir = work / f"run{name}_{variant}"
-        result = train(cfg, run_dir)
+        if not args.evaluate_only:
+            train(cfg, run_dir)
+        result, seconds = finished_run(run_dir)
         record["rows"][variant] = {"steps": result["step"],
-                                   "wall_minutes": round((time.monotonic() - started) / 60, 1),
-                                   **best_validation(run_dir)}
+                                   "train_minutes": round(seconds / 60, 1),
+                                   **best_validation(run_dir),
+                                   **scored_validation(run_dir, data)}
         print(variant, json.dumps(record["rows"][variant]), flush=True)
     out = REPO / "benchmarks" / "results" / f"scribble_realism{name}.json"
+    if args.evaluate_only and out.is_file():  # keep who trained the runs, and where
+        trained = json.loads(out.read_text())
+        record["training"] = {key: trained.get(key) for key in ("command", "commit", "machine")}
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
 
