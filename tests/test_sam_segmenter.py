@@ -67,8 +67,9 @@ def test_encoder_runs_in_chunks_with_the_same_embeddings(monkeypatch):
     torch.testing.assert_close(model(x, stage="encode"), whole)
     assert calls == [4, 4, 1]  # ENCODE_CHUNK at a time
     full = _tiny(encoder="full").train()  # BatchNorm on batch statistics: one call
+    full_encode_images = full.sam.encode_images
     monkeypatch.setattr(full.sam, "encode_images",
-                        lambda images: calls.append(len(images)) or encode_images(images))
+                        lambda images: calls.append(len(images)) or full_encode_images(images))
     full(x, stage="encode")
     assert calls[-1] == 9
 
