@@ -68,6 +68,15 @@ def validation_report(run_dir: Path, data: Path, predictor: Predictor, folder: s
                             out_dir=run_dir / f"{folder}_eval")
 
 
+def raw_and_postprocessed(run_dir: Path, data: Path, predictor: Predictor,
+                          device: str) -> tuple[dict, dict]:
+    """Validation summaries of the run's best checkpoint: plain argmax, and ``predictor``'s
+    (the post-processing the run chose on these same cases: optimistic on them)."""
+    plain = Predictor.from_run(run_dir, device=device, postprocessing="none")
+    return (validation_report(run_dir, data, plain, "val_predictions_raw"),
+            validation_report(run_dir, data, predictor, "val_predictions"))
+
+
 def grouped(summary: dict, prefix: str) -> dict:
     """Scar / Edema / mean Dice and HD95 of an evaluation summary, keys prefixed."""
     groups = summary["groups"]
@@ -90,11 +99,8 @@ def run(args: argparse.Namespace, data: Path) -> dict:
                           val_interval=args.val_interval, num_threads=args.threads,
                           seed=args.seed, device=args.device, **options)
         result, train_wall = train_timed(cfg, run_dir)
-    raw = validation_report(run_dir, data, Predictor.from_run(run_dir, device=args.device,
-                                                              postprocessing="none"),
-                            "val_predictions_raw")
     predictor = Predictor.from_run(run_dir, device=args.device)
-    summary = validation_report(run_dir, data, predictor, "val_predictions")
+    raw, summary = raw_and_postprocessed(run_dir, data, predictor, args.device)
     started = time.monotonic()
     written = predict_path(data / "test20", run_dir / "test_predictions", predictor,
                            overwrite=True)

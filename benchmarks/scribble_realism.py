@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from mscmr import UNLIMITED_STEPS, finished_run, git_commit, read_metrics
-from myops import grouped, validation_report
+from myops import grouped, raw_and_postprocessed
 
 from medcl.data.labels import LabelSpec
 from medcl.data.scribble_files import named_options, scribble_folder
@@ -77,11 +77,8 @@ def best_validation(run_dir: Path) -> dict:
 def scored_validation(run_dir: Path, data: Path) -> dict:
     """Scar / Edema Dice and HD95 of the best checkpoint on the validation cases, raw
     (``val_raw_*``) and post-processed as the run chose on these cases (``val_*``, optimistic)."""
-    raw = validation_report(run_dir, data, Predictor.from_run(run_dir, device="cpu",
-                                                              postprocessing="none"),
-                            "val_predictions_raw")
-    post = validation_report(run_dir, data, Predictor.from_run(run_dir, device="cpu"),
-                             "val_predictions")
+    raw, post = raw_and_postprocessed(run_dir, data, Predictor.from_run(run_dir, device="cpu"),
+                                      "cpu")
     return {**grouped(raw, "val_raw_"), **grouped(post, "val_")}
 
 
@@ -124,7 +121,8 @@ def main() -> None:
     out = REPO / "benchmarks" / "results" / f"scribble_realism{name}.json"
     if args.evaluate_only and out.is_file():  # keep who trained the runs, and where
         trained = json.loads(out.read_text())
-        record["training"] = {key: trained.get(key) for key in ("command", "commit", "machine")}
+        record["training"] = trained.get("training") or {
+            key: trained.get(key) for key in ("command", "commit", "machine")}
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
 
