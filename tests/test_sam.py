@@ -37,7 +37,7 @@ from medcl.models.sam import (
 )
 from medcl.models.sam import checkpoint as sam_checkpoint
 from medcl.models.sam.preprocess import area_weights, resize_area
-from medcl.models.sam.tiny_vit import Conv2dBN, WindowAttention
+from medcl.models.sam.tiny_vit import Conv2dBN, MBConv, WindowAttention
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import real_data_root  # noqa: E402
@@ -150,6 +150,18 @@ def test_window_attention_fused_and_spelled_out_agree_with_a_hand_computation():
              for f in (True, False)]
     torch.testing.assert_close(grads[0], grads[1])
     assert WindowAttention.fused  # the default
+
+
+def test_mbconv_without_autograd_matches_the_autograd_path():
+    block = MBConv(4, expand_ratio=2.0).eval()
+    x = torch.randn(2, 4, 5, 5)
+    expected = block(x)  # grad enabled: out-of-place
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), expected)
+    with torch.inference_mode():
+        kept = x.clone()
+        torch.testing.assert_close(block(x), expected)
+        torch.testing.assert_close(x, kept)  # the input is not modified
 
 
 def test_prompt_kinds_and_broadcast():

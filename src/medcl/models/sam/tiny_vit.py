@@ -66,6 +66,11 @@ class PatchEmbed(nn.Module):
         return self.seq(x)
 
 
+def _gelu_(x: Tensor) -> Tensor:
+    """Exact (erf) GELU in place, as ``nn.GELU()`` computes it; no autograd."""
+    return torch.ops.aten.gelu_(x)
+
+
 class MBConv(nn.Module):
     """Inverted residual block: ``(B, C, H, W) -> (B, C, H, W)``."""
 
@@ -78,9 +83,17 @@ class MBConv(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.act(self.conv1(x))
-        y = self.act(self.conv2(y))
-        return self.act(x + self.conv3(y))
+        if torch.is_grad_enabled():
+            y = self.act(self.conv1(x))
+            y = self.act(self.conv2(y))
+            return self.act(x + self.conv3(y))
+        # without autograd the activations and the residual sum work in place: at LiteMedSAM's
+        # 256 x 256 stage-0 resolution every new hidden map is 64 MiB per slice to allocate
+        y = _gelu_(self.conv1(x))
+        y = _gelu_(self.conv2(y))
+        y = self.conv3(y)
+        y += x
+        return _gelu_(y)
 
 
 class PatchMerging(nn.Module):
@@ -134,7 +147,9 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=-1)
         bias = self.attention_biases[:, self.attention_bias_idxs]  # (heads, L, L)
         if self.fused:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+            # a 4-D mask: torch's CPU flash kernel takes 2-D or 4-D masks only (a 3-D one
+            # falls back to the unfused math path)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype)[None],
                                                scale=self.scale)
         else:
             attn = (q @ k.transpose(-2, -1)) * self.scale + bias
