@@ -147,8 +147,8 @@ class WindowAttention(nn.Module):
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=-1)
         bias = self.attention_biases[:, self.attention_bias_idxs]  # (heads, L, L)
         if self.fused:
-            # a 4-D mask: torch's CPU flash kernel takes 2-D or 4-D masks only (a 3-D one
-            # falls back to the unfused math path)
+            # a 4-D mask: with a 3-D one torch 2.13 falls back to its unfused math path on the
+            # CPU (measured, docs/sam.md); the 4-D one reaches the flash kernel
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype)[None],
                                                scale=self.scale)
         else:
