@@ -41,8 +41,11 @@ DEFAULT_SEED = 42
 UNLIMITED_STEPS = 1_000_000  # a wall-clock budget decides when training stops
 
 
-def git_commit() -> str:
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+def git_commit(short: bool = False) -> str:
+    """The commit of the checkout (abbreviated with ``short``); ``-dirty`` where tracked files
+    differ from it."""
+    head = subprocess.run(["git", "rev-parse"] + (["--short"] if short else []) + ["HEAD"],
+                          cwd=REPO, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
     return head.stdout.strip() + ("-dirty" if dirty else "")

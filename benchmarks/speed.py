@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 from cpu_peak import matmul_gflops, peak
+from mscmr import git_commit
 from torch.utils.flop_counter import FlopCounterMode
 
 from medcl.models import MODEL_REGISTRY, SAM_MODELS
@@ -65,11 +66,7 @@ def cpu_tag() -> str:
 
 def commit() -> str:
     """The short commit; ``-dirty`` where tracked files differ from it."""
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                          text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
-    return head + ("-dirty" if dirty else "")
+    return git_commit(short=True)
 
 
 def peak_rss_mib() -> float:

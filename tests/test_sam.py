@@ -162,6 +162,9 @@ def test_mbconv_without_autograd_matches_the_autograd_path():
         kept = x.clone()
         torch.testing.assert_close(block(x), expected)
         torch.testing.assert_close(x, kept)  # the input is not modified
+        block.inplace = False
+        torch.testing.assert_close(block(x), expected)
+    assert MBConv.inplace  # the default
 
 
 def test_prompt_kinds_and_broadcast():

@@ -72,7 +72,13 @@ def _gelu_(x: Tensor) -> Tensor:
 
 
 class MBConv(nn.Module):
-    """Inverted residual block: ``(B, C, H, W) -> (B, C, H, W)``."""
+    """Inverted residual block: ``(B, C, H, W) -> (B, C, H, W)``.
+
+    :attr:`inplace` (default ``True``): without autograd, the activations and the residual sum
+    overwrite their input maps instead of allocating new ones (the same values).
+    """
+
+    inplace: bool = True
 
     def __init__(self, channels: int, expand_ratio: float) -> None:
         super().__init__()
@@ -83,7 +89,7 @@ class MBConv(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not self.inplace:
             y = self.act(self.conv1(x))
             y = self.act(self.conv2(y))
             return self.act(x + self.conv3(y))
