@@ -39,6 +39,8 @@ LABELS = REPO / "examples" / "mscmr.json"
 SETTINGS = {"all25": None, "few5": 5}
 DEFAULT_SEED = 42
 UNLIMITED_STEPS = 1_000_000  # a wall-clock budget decides when training stops
+#: the commit to record where the checkout has no git history (set by whoever copied the tree)
+COMMIT_ENV = "MEDCL_BENCH_COMMIT"
 
 
 def git_commit(short: bool = False) -> str:
@@ -46,6 +48,8 @@ def git_commit(short: bool = False) -> str:
     differ from it."""
     head = subprocess.run(["git", "rev-parse"] + (["--short"] if short else []) + ["HEAD"],
                           cwd=REPO, capture_output=True, text=True)
+    if head.returncode != 0:  # a copy of the tree without its history (a lent GPU machine)
+        return os.environ.get(COMMIT_ENV, "unknown")
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                            capture_output=True, text=True).stdout.strip()
     return head.stdout.strip() + ("-dirty" if dirty else "")
@@ -126,6 +130,8 @@ def run(args: argparse.Namespace, data: Path) -> dict:
             "test_predict_s_per_volume": round(predict_wall / len(summary["cases"]), 2)
             if summary.get("cases") else None,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            if args.device != "cpu" and torch.cuda.is_available() else None,
             "hd95_convention": summary["hd95_convention"],
             "test_mean": summary["mean"], "test_std": summary["std"],
             "test_mean_foreground_dice": summary["mean_foreground_dice"],
@@ -135,6 +141,16 @@ def run(args: argparse.Namespace, data: Path) -> dict:
                 raw["mean_foreground_dice"],
             "val_curve_minutes_dice": [(round(r["elapsed"] / 60, 2), r["mean_dice"])
                                        for r in records if r["event"] == "val"]}
+
+
+def machine(device: str) -> str:
+    """The machine in words: architecture, cores, CPU model, torch's kernel path, and the GPU
+    where ``device`` is one."""
+    words = (f"{platform.machine()}, {os.cpu_count()} cores, "
+             f"{cpu_info().model or platform.processor() or 'cpu'}, torch kernels {kernel_path()}")
+    if device != "cpu" and torch.cuda.is_available():
+        words += f", GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    return words
 
 
 def main() -> None:
@@ -163,9 +179,7 @@ def main() -> None:
     data = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
     record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
               "torch": torch.__version__, "threads": args.threads,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                         f"{cpu_info().model or platform.processor() or 'cpu'}, torch kernels "
-                         f"{kernel_path()}",
+              "machine": machine(args.device),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), **run(args, data)}
     out = Path(args.results) / f"{record['name']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
