@@ -57,12 +57,15 @@ def main() -> None:
     parser.add_argument("--results", type=Path, required=True)
     parser.add_argument("--logs", type=Path, required=True)
     parser.add_argument("--runs", type=Path, default=HERE.parent / "runs")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="predict and evaluate the rows' finished runs (mscmr.py's flag)")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     procs = []
     for i, row in enumerate(expand(args.rows)):
-        cmd = command(row, args.minutes, args.results, args.runs)
+        cmd = command(row, args.minutes, args.results, args.runs) + (
+            ["--evaluate-only"] if args.evaluate_only else [])
         log = (args.logs / f"row{i}_{row['method']}_{row['tag']}_seed{row.get('seed', 42)}.log")
         procs.append((row, cmd, subprocess.Popen(cmd, stdout=log.open("w"),
                                                  stderr=subprocess.STDOUT)))

@@ -62,7 +62,8 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def finished_run(run_dir: Path, device: str = "cpu") -> tuple[dict, float]:
     """A finished run's outcome (``step``, ``best``, ``best_step``) and training seconds, read
     from its ``metrics.jsonl``; its post-processing is chosen if it was trained without one."""
-    records = read_metrics(run_dir)
+    records = [r for r in read_metrics(run_dir) if "step" in r]  # not the run's other events
+    # (a SAM run's "embeddings" record has no step)
     vals = [r for r in records if r["event"] == "val" and r["mean_dice"] is not None]
     best = max(vals, key=lambda r: r["mean_dice"])
     if not (run_dir / POSTPROCESSING_FILE).is_file():  # trained before the choice existed

@@ -9,6 +9,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import cpu_peak  # benchmarks/ is a folder of scripts, not a package
+import gpu_rows
+import mscmr
 import report
 import seeds
 import speed
@@ -68,3 +70,34 @@ def test_kernel_config_names():
     assert speed.KernelConfig.parse("bf16+compile").compile
     with pytest.raises(SystemExit, match="valid: cl, compile, b<batch size>, t<threads>"):
         speed.KernelConfig.parse("fp32+nhwc")
+
+
+def test_finished_run_skips_records_without_a_step(tmp_path):
+    """A SAM run's metrics.jsonl starts with an ``embeddings`` record that has no step."""
+    import json
+
+    records = [{"event": "embeddings", "computed": 457, "seconds": 11.8},
+               {"event": "step", "step": 10, "elapsed": 5.0},
+               {"event": "val", "step": 10, "elapsed": 6.0, "mean_dice": 0.3},
+               {"event": "step", "step": 20, "elapsed": 9.0},
+               {"event": "val", "step": 20, "elapsed": 10.0, "mean_dice": 0.2}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "postprocessing.json").write_text("{}")  # chosen already: nothing to select
+    outcome, seconds = mscmr.finished_run(tmp_path)
+    assert outcome == {"step": 20, "best": 0.3, "best_step": 10}
+    assert seconds == 10.0
+
+
+def test_gpu_rows_merge_the_shared_options_and_pass_the_row_flags(tmp_path):
+    import json
+
+    spec = {"shared": {"sam": {"model": "lite_medsam", "lr": 5e-4}},
+            "rows": [{"method": "medcl", "seed": 43, "tag": "t", "threads": 3,
+                      "options": {"use": ["sam"], "lr": 1e-3, "batch_size": 4}}]}
+    (tmp_path / "rows.json").write_text(json.dumps(spec))
+    (row,) = gpu_rows.expand(tmp_path / "rows.json")
+    assert row["options"] == {"model": "lite_medsam", "lr": 1e-3, "batch_size": 4}
+    cmd = gpu_rows.command(row, 4.5, Path("R"), Path("runs"))
+    flags = dict(zip(cmd[2::2], cmd[3::2]))
+    assert flags["--seed"] == "43" and flags["--threads"] == "3" and flags["--minutes"] == "4.5"
+    assert flags["--device"] == "cuda" and json.loads(flags["--options"]) == row["options"]

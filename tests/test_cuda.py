@@ -68,7 +68,17 @@ def test_sam_tiny_trains_on_cuda_from_precomputed_embeddings(tiny_dataset, tmp_p
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 2, written
 
 
-def test_lite_medsam_gives_the_same_logits_on_cuda_and_cpu():
+@pytest.fixture
+def no_tf32():
+    """Full fp32 on the GPU: cuDNN convolutions use TF32 (10-bit mantissa) by default, which
+    put the LiteMedSAM logits up to 0.035 from the CPU's on an H200 (torch 2.11)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_lite_medsam_gives_the_same_logits_on_cuda_and_cpu(no_tf32):
     from medcl.models.sam.checkpoint import find_lite_medsam_weights
 
     weights = find_lite_medsam_weights()
