@@ -22,6 +22,8 @@ from torch import Tensor
 from ...errors import ConfigError
 
 Encode = Callable[[Tensor], Tensor]
+#: how embeddings are stored (and, for a frozen encoder without a cache, rounded)
+STORE_DTYPE = torch.bfloat16
 
 
 class EmbeddingCache:
@@ -32,7 +34,7 @@ class EmbeddingCache:
         dtype: storage type of the embeddings.
     """
 
-    def __init__(self, max_entries: int, dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self, max_entries: int, dtype: torch.dtype = STORE_DTYPE) -> None:
         if max_entries < 0:
             raise ConfigError(f"embedding cache size must be >= 0, got {max_entries}")
         self.max_entries = max_entries

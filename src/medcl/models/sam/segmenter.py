@@ -22,7 +22,10 @@ bottom/right; mask logits are cropped and resized back to ``(H, W)``.
 
 Image encoder modes (``encoder``):
 
-* ``"frozen"``: the encoder never trains and stays in eval mode; its embeddings are cached in
+* ``"frozen"``: the encoder never trains and is in eval mode from construction on (its
+  BatchNorm layers keep the pretrained running statistics: precomputing or training never
+  moves them); its embeddings are rounded to the store's dtype (bf16) whether cached or not, so
+  training, validation and prediction see the same values; they are cached in
   memory (:class:`~.embedding_store.EmbeddingCache`), keyed by the content of the prepared
   input, so a slice seen again (no augmentation, a centre crop) is encoded once;
   :meth:`SamSegmenter.precompute` fills the cache up front. This is what makes SAM training
@@ -47,7 +50,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ...errors import ConfigError
 from ..segmenter import Segmenter
-from .embedding_store import EmbeddingCache
+from .embedding_store import STORE_DTYPE, EmbeddingCache
 from .sam import SamModel
 
 log = logging.getLogger(__name__)
@@ -128,8 +131,10 @@ class SamSegmenter(Segmenter):
         self.has_union = union_prompt
         n_prompts = num_classes - 1 + int(union_prompt)
         self.prompts = nn.Parameter(self._initial_prompts(n_prompts, num_prompt_tokens))
-        self.cache = (EmbeddingCache(cache_size) if encoder == "frozen" and cache_size else None)
+        self.cache = (EmbeddingCache(cache_size, STORE_DTYPE)
+                      if encoder == "frozen" and cache_size else None)
         self._set_trainable()
+        self.train()  # a frozen encoder is in eval mode before anything encodes a slice
 
     @property
     def image_size(self) -> int:
@@ -204,6 +209,9 @@ class SamSegmenter(Segmenter):
         if self.cache is not None:
             with torch.no_grad():
                 return self.cache.lookup(prepared, self._encode_prepared)
+        if self.encoder_mode == "frozen":  # the values the cache would have returned
+            with torch.no_grad():
+                return self._encode_prepared(prepared).to(STORE_DTYPE).float()
         return self._encode_prepared(prepared)
 
     def _encode_prepared(self, prepared: Tensor) -> Tensor:
