@@ -131,8 +131,7 @@ class SamSegmenter(Segmenter):
         self.has_union = union_prompt
         n_prompts = num_classes - 1 + int(union_prompt)
         self.prompts = nn.Parameter(self._initial_prompts(n_prompts, num_prompt_tokens))
-        self.cache = (EmbeddingCache(cache_size, STORE_DTYPE)
-                      if encoder == "frozen" and cache_size else None)
+        self.cache = (EmbeddingCache(cache_size) if encoder == "frozen" and cache_size else None)
         self._set_trainable()
         self.train()  # a frozen encoder is in eval mode before anything encodes a slice
 
