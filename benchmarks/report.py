@@ -83,10 +83,15 @@ COMPARISONS = {
     "UNet, 30 min: MedCL's parts (paper presets, no mask)": (
         "mscmr_few5_pce_30min", "mscmr_few5_mix_30min", "mscmr_few5_cluster_30min",
         "mscmr_few5_medcl_30min", "mscmr_few5_medcl_60min"),
-    "LiteMedSAM, 30 min: pCE-SAM vs MedCL-SAM": (
+    "LiteMedSAM, 30 min: pCE-SAM vs MedCL-SAM (before the encoder fix of 38d7463)": (
         "mscmr_few5_pce_lite_medsam_30min", "mscmr_few5_medcl_lite_medsam_30min",
         "mscmr_few5_pce_lite_medsam_sam12_30min", "mscmr_few5_medcl_lite_medsam_sam12_30min",
         "mscmr_few5_medcl_lite_medsam_sam12_60min"),
+    "LiteMedSAM after the encoder fix (sessions 12-13, Zen 4, bf16)": (
+        "mscmr_few5_pce_lite_medsam_sam12_evalfix_30min",
+        "mscmr_few5_medcl_lite_medsam_sam12_evalfix_30min",
+        "mscmr_few5_recommended_lite_medsam_sam12_evalfix_30min",
+        "mscmr_few5_medcl_lite_medsam_sam12_evalfix_60min"),
 }
 #: points of the common minute grid the seeds of a row are interpolated onto
 CURVE_POINTS = 100
