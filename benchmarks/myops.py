@@ -51,16 +51,17 @@ ROWS = {
 }
 
 
-def validation_report(run_dir: Path, data: Path, predictor: Predictor, folder: str) -> dict:
-    """Predict the validation cases with ``predictor`` into ``run_dir/folder`` and score them
-    with the groupings."""
-    dataset = discover(data, DESCRIPTION)
-    val = dataset.cases("val")
-    for case in val:
+def validation_report(run_dir: Path, data: Path, predictor: Predictor, folder: str, *,
+                      split: str = "val", description: Path = DESCRIPTION) -> dict:
+    """Predict the ``split`` cases (default: validation) with ``predictor`` into
+    ``run_dir/folder`` and score them with the description's groupings."""
+    dataset = discover(data, description)
+    cases = dataset.cases(split)
+    for case in cases:
         predict_case(predictor, case.image_paths, run_dir / folder / f"{case.case_id}.nii.gz")
-    gt_dir = run_dir / "val_gt"  # links to the 5 dense label files: evaluate wants a folder
+    gt_dir = run_dir / f"{split}_gt"  # links to the dense label files: evaluate wants a folder
     gt_dir.mkdir(exist_ok=True)
-    for case in val:
+    for case in cases:
         link = gt_dir / case.label_path.name
         if not link.is_symlink():
             link.symlink_to(case.label_path)

@@ -131,10 +131,11 @@ def test_same_shape_batches_split_at_size_and_shape():
         (2, 1, 4, 4), (1, 1, 4, 4), (1, 1, 5, 4)]
 
 
-def test_training_inputs_all_come_from_the_precomputed_store(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("crop_size", [64, 48])  # the whole 64 px slice; a centre window
+def test_training_inputs_all_come_from_the_precomputed_store(tiny_dataset, tmp_path, crop_size):
     """bf16 and a centre crop: every training and validation input hits the precomputed
     embeddings (the keys match what the step and validation feed), and the run logs the store."""
-    cfg = tiny_config(tiny_dataset, model="sam_tiny", sam_checkpoint="none", crop_size=64,
+    cfg = tiny_config(tiny_dataset, model="sam_tiny", sam_checkpoint="none", crop_size=crop_size,
                       crop_mode="center", rotate_degrees=0.0, scale_min=1.0, scale_max=1.0,
                       flip_prob=0.0, rot90=False, widths=None, method="medcl", head_grid=4,
                       head_hidden=16, code_dim=8, num_scribbled=2, iterations=2,

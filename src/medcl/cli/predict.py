@@ -9,6 +9,7 @@ from medcl.cli.options import bounded
 from medcl.data.geometry import GEOMETRY_MODES
 from medcl.errors import CasesFailed
 from medcl.inference.postprocessing import POSTPROCESSING_MODES
+from medcl.inference.window import WINDOW_MODES
 from medcl.runtime.precision import PRECISION_CHOICES
 
 
@@ -27,6 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--postprocessing", choices=POSTPROCESSING_MODES, default="auto",
                    help="auto: the run's post-processing chosen on its validation cases "
                    "(RUN/postprocessing.json, none if absent); none: raw argmax")
+    p.add_argument("--window", choices=WINDOW_MODES, default="auto",
+                   help="what the network sees: full slices, or the centre window of the "
+                   "training crops with background outside; auto: center for a SAM-family "
+                   "network trained on centre crops, full otherwise")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                    help="network precision; auto: bf16 where this machine runs it natively, "
@@ -50,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     extra = {"geometry": args.geometry} if args.geometry else {}
     predictor = Predictor.from_run(args.model, checkpoint=args.checkpoint, device=args.device,
                                    flip_tta=args.tta, precision=args.precision,
-                                   postprocessing=args.postprocessing, **extra)
+                                   postprocessing=args.postprocessing, window=args.window,
+                                   **extra)
     with tqdm(unit="case", file=sys.stderr, dynamic_ncols=True) as bar:
         try:
             written = predict_path(args.input, args.output, predictor,

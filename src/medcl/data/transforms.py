@@ -292,6 +292,24 @@ def center_crop_or_pad(image: Tensor, labels: Tensor | None, size: Sequence[int]
     return _crop(image, labels, size, top, left)
 
 
+def center_window(size: Sequence[int], window: Sequence[int]
+                  ) -> tuple[tuple[slice, slice], tuple[slice, slice]]:
+    """Where :func:`center_crop_or_pad` puts an image of ``size = (H, W)`` in its ``window =
+    (h, w)`` output: ``((rows, cols) of the image, (rows, cols) of the window)`` that hold the
+    same pixels, to paste a window's result back onto the image grid."""
+    image_part, window_part = [], []
+    for n, m in zip(_check_size(size), _check_size(window)):
+        if n >= m:  # cropped: the window is the image's centre
+            start = (n - m) // 2
+            image_part.append(slice(start, start + m))
+            window_part.append(slice(0, m))
+        else:  # padded evenly, the extra pixel after
+            start = (m - n) // 2
+            image_part.append(slice(0, n))
+            window_part.append(slice(start, start + n))
+    return tuple(image_part), tuple(window_part)
+
+
 def crop_around(image: Tensor, labels: Tensor | None, size: Sequence[int], centre: Sequence[int],
                 *, ignore_index: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
     """Crop a ``size`` window that contains the pixel ``centre = (row, col)`` at a random

@@ -1,4 +1,5 @@
-"""Inference: whole-slice prediction with the training geometry, back to the input grid.
+"""Inference: slice prediction with the training geometry, back to the input grid (whole
+slices, or the centre window a fixed-input network was trained on: :func:`inference_window`).
 
 :class:`Predictor` wraps a trained network with the run's label definition and preprocessing.
 :func:`predict_path` is what ``medcl predict`` calls.
@@ -27,6 +28,7 @@ from medcl.data.preprocessing import (
     pad_to_multiple,
     restore_probs,
 )
+from medcl.data.transforms import center_crop_or_pad, center_window
 from medcl.errors import CasesFailed, ConfigError, DataError, MedclError, WriteError
 from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
 from medcl.evaluation.overlay import save_overlays
@@ -37,6 +39,7 @@ from medcl.inference.postprocessing import (
     keep_largest_component,
     read_postprocessing,
 )
+from medcl.inference.window import inference_window
 from medcl.models import build_model
 from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_checkpoint
 from medcl.runtime.device import resolve_device
@@ -67,12 +70,16 @@ class Predictor:
         geometry: the geometry policy for the channels of an input (:mod:`medcl.data.geometry`).
         postprocessing: applied to every predicted label map (none by default; a run's choice
             is read by :meth:`from_run`, :mod:`medcl.inference.postprocessing`).
+        window: ``(h, w)``: the network sees only the centre window of each preprocessed slice
+            (cropped or padded as the training crops were) and the rest is background; ``None``
+            (default): whole slices (:func:`inference_window`).
     """
 
     def __init__(self, model: nn.Module, spec: LabelSpec, preprocess: PreprocessConfig, *,
                  device: torch.device | str = "cpu", batch_size: int = 16,
                  flip_tta: bool = False, geometry: str = "auto",
-                 postprocessing: Postprocessing | None = None) -> None:
+                 postprocessing: Postprocessing | None = None,
+                 window: tuple[int, int] | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device)
@@ -84,11 +91,12 @@ class Predictor:
         self.geometry = geometry
         self.postprocessing = postprocessing or Postprocessing()
         self.size_divisor = getattr(model, "size_divisor", 1)
+        self.window = window
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
                  device: str = "auto", precision: str | None = None,
-                 postprocessing: str = "auto", **kwargs) -> "Predictor":
+                 postprocessing: str = "auto", window: str = "auto", **kwargs) -> "Predictor":
         """Load a predictor from a run folder (``best`` falls back to ``last`` if absent) or
         from a checkpoint file (``run/checkpoints/best.pt``; ``checkpoint`` is then unused).
 
@@ -96,6 +104,7 @@ class Predictor:
         ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
         ``postprocessing``: ``auto`` applies the run's ``postprocessing.json`` (chosen on its
         validation cases; none if absent), ``none`` applies nothing.
+        ``window``: ``auto`` (default), ``full`` or ``center`` (:func:`inference_window`).
         """
         if postprocessing not in POSTPROCESSING_MODES:
             raise ConfigError(f"postprocessing must be one of {', '.join(POSTPROCESSING_MODES)},"
@@ -116,6 +125,9 @@ class Predictor:
         model = build_model(**kwargs_model)
         model.load_state_dict(state["model"])
         cfg = state["config"]
+        kwargs.setdefault("window", inference_window(
+            model, crop_mode=cfg.get("crop_mode", "random"), crop_size=cfg["crop_size"],
+            mode=window))
         torch_device = resolve_device(device)
         chosen, reason = resolve_precision(precision or "auto", torch_device)
         log.info("inference precision %s (%s)", chosen, reason)
@@ -128,8 +140,11 @@ class Predictor:
         kwargs.setdefault("geometry", cfg.get("geometry", "auto"))
         if postprocessing == "auto" and folder.is_dir():
             kwargs.setdefault("postprocessing", read_postprocessing(folder, spec.class_names))
-        log.info("loaded %s (step %d); post-processing: %s", path, state.get("step", -1),
-                 kwargs.get("postprocessing", Postprocessing()).describe(spec.class_names))
+        log.info("loaded %s (step %d); post-processing: %s; network input: %s", path,
+                 state.get("step", -1),
+                 kwargs.get("postprocessing", Postprocessing()).describe(spec.class_names),
+                 "whole slices" if kwargs["window"] is None else
+                 "centre window %d x %d" % kwargs["window"])
         return cls(model, spec, preprocess, device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -142,7 +157,21 @@ class Predictor:
 
     @torch.no_grad()
     def predict_slices(self, slices: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(Z, K, H, W)`` of preprocessed slices ``(Z, C, H, W)`` (on CPU)."""
+        """Class probabilities ``(Z, K, H, W)`` of preprocessed slices ``(Z, C, H, W)`` (on CPU):
+        of the whole slices, or of the centre window with background outside it."""
+        if self.window is None:
+            return self._predict_whole(slices)
+        window, _ = center_crop_or_pad(slices, None, self.window, ignore_index=BACKGROUND)
+        probs = self._predict_whole(window)
+        out = probs.new_zeros(probs.shape[:2] + slices.shape[-2:])
+        out[:, BACKGROUND] = 1.0
+        (image_rows, image_cols), (window_rows, window_cols) = center_window(
+            slices.shape[-2:], self.window)
+        out[..., image_rows, image_cols] = probs[..., window_rows, window_cols]
+        return out
+
+    def _predict_whole(self, slices: torch.Tensor) -> torch.Tensor:
+        """Probabilities ``(Z, K, H, W)`` of the network on ``slices (Z, C, H, W)`` as given."""
         was_training = self.model.training
         self.model.eval()
         padded, (h, w) = pad_to_multiple(slices, self.size_divisor)

@@ -34,6 +34,9 @@ class Segmenter(nn.Module):
     can_precompute: bool = False
     #: bytes held by the precomputed features
     precomputed_bytes: int = 0
+    #: the square side every input is resized to inside the network (SAM family), or ``None``
+    #: for a fully convolutional network that sees any slice at its own scale
+    fixed_input_size: int | None = None
 
     def precompute(self, x: Tensor) -> int:
         """Compute and keep the features of ``x (B, C, H, W)`` for later :meth:`encode` calls;

@@ -4,7 +4,8 @@ time budget of training goes to the decoder.
 
 The inputs are the ones the network will see: each drawable training slice's crop as the sampler
 makes it (``crop_mode="center"``, augmentation off: the same crop every time) and each
-validation slice whole, as validation feeds it, through the run's precision wrapper. With random
+validation slice as validation feeds it (whole, or its centre window: ``inference_window``),
+through the run's precision wrapper. With random
 crops or image augmentation the training inputs change every step and only the validation
 slices are precomputed (a warning says so). Progress is logged every tenth; the total time and
 the size of the store are logged and written to the run's metrics as an ``embeddings`` record.
@@ -19,6 +20,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from medcl.data.labels import BACKGROUND
+from medcl.data.transforms import center_crop_or_pad
 from medcl.runtime.precision import FastForward
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,14 @@ def precompute(network: FastForward, slices: Sequence[Tensor], *, batch_size: in
     return computed, time.monotonic() - start
 
 
+def validation_inputs(slices: Tensor, window: tuple[int, int] | None) -> list[Tensor]:
+    """What validation feeds the network of a case's slices ``(Z, C, H, W)``: each slice whole,
+    or its centre ``window`` (:func:`medcl.inference.window.inference_window`)."""
+    if window is not None:
+        slices, _ = center_crop_or_pad(slices, None, window, ignore_index=BACKGROUND)
+    return list(slices)
+
+
 def precompute_embeddings(trainer, progress: Progress | None = log_progress) -> dict | None:
     """Precompute the embeddings of ``trainer``'s training and (on the main process) validation
     slices, when its network can (``model.can_precompute``); returns the logged record."""
@@ -80,8 +91,8 @@ def precompute_embeddings(trainer, progress: Progress | None = log_progress) -> 
     else:
         log.warning("random crops or augmentation are on: training inputs change every step, "
                     "so only validation slices are precomputed (docs/sam.md)")
-    val = ([case.image[z] for case in trainer.data.val for z in range(case.image.shape[0])]
-           if trainer.dist.is_main else [])
+    val = ([z_slice for case in trainer.data.val for z_slice in validation_inputs(
+        case.image, trainer.predictor.window)] if trainer.dist.is_main else [])
     log.info("embeddings: encoding %d training and %d validation slices once", len(train),
              len(val))
     computed, seconds = precompute(trainer.network, train + val, batch_size=ENCODER_BATCH,

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from medcl.errors import ConfigError, MedclError
 from medcl.files import atomic_write_text
 from medcl.inference.predictor import Predictor
+from medcl.inference.window import inference_window
 from medcl.method.objectives import MedCLObjective
 from medcl.models import SAM_MODELS, build_model
 from medcl.runtime import distributed
@@ -109,7 +110,9 @@ class Trainer:
                      FastForward(self.ema.module, precision=self.precision,
                                  channels_last=cfg.channels_last))
         self.predictor = Predictor(evaluated, spec, data.preprocess, device=self.device,
-                                   batch_size=cfg.infer_batch_size)
+                                   batch_size=cfg.infer_batch_size,
+                                   window=inference_window(self.model, crop_mode=cfg.crop_mode,
+                                                           crop_size=cfg.crop_size))
         self.state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None,
                       "last_val": None}
         self.emit = callback if (callback and self.dist.is_main) else (lambda record: None)

@@ -140,6 +140,10 @@ class SamSegmenter(Segmenter):
         return self.sam.image_size
 
     @property
+    def fixed_input_size(self) -> int:
+        return self.sam.image_size
+
+    @property
     def embedding_dim(self) -> int:
         return self.prompts.shape[-1]
 
