@@ -87,8 +87,10 @@ COMPARISONS = {
         "mscmr_few5_pce_lite_medsam_30min", "mscmr_few5_medcl_lite_medsam_30min",
         "mscmr_few5_pce_lite_medsam_sam12_30min", "mscmr_few5_medcl_lite_medsam_sam12_30min",
         "mscmr_few5_medcl_lite_medsam_sam12_60min"),
-    "LiteMedSAM after the encoder fix (sessions 12-13, Zen 4, bf16)": (
+    "LiteMedSAM after the encoder fix (bf16; sessions 12-13 Zen 4, session 14 AMX Xeon: "
+    "MedCL-SAM seed 44 and the 12-minute pCE-SAM sam14 row)": (
         "mscmr_few5_pce_lite_medsam_sam12_evalfix_30min",
+        "mscmr_few5_pce_lite_medsam_sam14_12min",
         "mscmr_few5_medcl_lite_medsam_sam12_evalfix_30min",
         "mscmr_few5_recommended_lite_medsam_sam12_evalfix_30min",
         "mscmr_few5_medcl_lite_medsam_sam12_evalfix_60min"),
@@ -196,7 +198,8 @@ def myops_table() -> str:
         r = json.loads(p.read_text())
         cfg = r["config"]
         method = (cfg["method"] + (" + Dice" if cfg.get("dice_weight") else "")
-                  + (", dense labels" if cfg.get("supervision") == "dense" else ""))
+                  + (", dense labels" if cfg.get("supervision") == "dense" else "")
+                  + (f", {cfg['model']}" if cfg.get("model", "unet") != "unet" else ""))
         pp = r.get("postprocessing") or {}
         chosen = ([f"centre {pp['centre_fraction']:g}"] if pp.get("centre_fraction", 1) < 1
                   else []) + (["largest foreground"] if pp.get("largest_foreground") else []) + [

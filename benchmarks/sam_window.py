@@ -1,5 +1,6 @@
-"""What a SAM-family run scores when prediction feeds it the whole slice against the centre
-window of its training crops (``--window full`` / ``center``, docs/sam.md), on the same
+"""What a SAM-family run scores when prediction feeds it the whole slice, the centre window of
+its training crops, or smaller slices padded to it (``--window full`` / ``center`` / ``pad``,
+docs/sam.md), on the same
 checkpoint: plain argmax (no post-processing), validation and, where the dataset has test
 labels, test.
 
@@ -28,14 +29,15 @@ from myops import validation_report
 from medcl.inference.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
-MODES = ("full", "center")
+MODES = ("full", "center", "pad")
 
 
-def score(run_dir: Path, data: Path, labels: Path, splits: list[str], device: str) -> dict:
+def score(run_dir: Path, data: Path, labels: Path, splits: list[str], modes: list[str],
+          device: str) -> dict:
     """``{split: {mode: summary fields}}`` of ``run_dir``'s best checkpoint."""
     out: dict = {}
     for split in splits:
-        for mode in MODES:
+        for mode in modes:
             predictor = Predictor.from_run(run_dir, device=device, postprocessing="none",
                                            window=mode)
             started = time.monotonic()
@@ -44,10 +46,14 @@ def score(run_dir: Path, data: Path, labels: Path, splits: list[str], device: st
             out.setdefault(split, {})[mode] = {
                 "mean_foreground_dice": summary["mean_foreground_dice"],
                 "mean": summary["mean"],
-                "groups": {g: v["mean"] for g, v in summary.get("groups", {}).items()},
-                "seconds": round(time.monotonic() - started, 1)}
-            logging.info("%s %s %s: mean Dice %.4f", run_dir.name, split, mode,
-                         summary["mean_foreground_dice"])
+                # the description's groupings (MyoPS: Scar, Edema) and their mean
+                "groups": summary["groups"]["mean"] if "groups" in summary else None,
+                "groups_mean_dice": summary["groups"]["mean_dice"] if "groups" in summary
+                else None,
+                "seconds": round(time.monotonic() - started, 1), "commit": git_commit()}
+            logging.info("%s %s %s: mean Dice %.4f, groupings %s", run_dir.name, split, mode,
+                         summary["mean_foreground_dice"],
+                         out[split][mode]["groups_mean_dice"])
     return out
 
 
@@ -58,6 +64,8 @@ def main() -> None:
         "MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"))
     parser.add_argument("--labels", default=str(REPO / "examples" / "mscmr.json"))
     parser.add_argument("--splits", nargs="+", default=["val", "test"])
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="the modes to score (added to an existing record of the run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
@@ -65,16 +73,19 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
     for run in map(Path, args.runs):
-        record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
-                  "torch": torch.__version__, "threads": args.threads,
-                  "machine": machine(args.device), "run": run.name,
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                  **score(run, Path(args.data), Path(args.labels), args.splits, args.device)}
         out = Path(args.results) / f"sam_window_{run.name}.json"
+        record = json.loads(out.read_text()) if out.is_file() else {}
+        record.update({"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
+                       "torch": torch.__version__, "threads": args.threads,
+                       "machine": machine(args.device), "run": run.name,
+                       "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        scores = score(run, Path(args.data), Path(args.labels), args.splits, args.modes,
+                       args.device)
+        for split, modes in scores.items():
+            record.setdefault(split, {}).update(modes)
         out.write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps({s: {m: v["mean_foreground_dice"] for m, v in modes.items()}
                           for s, modes in record.items() if s in args.splits}))
-
 
 if __name__ == "__main__":
     main()

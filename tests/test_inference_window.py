@@ -11,7 +11,7 @@ from medcl.data.preprocessing import PreprocessConfig
 from medcl.data.transforms import center_crop_or_pad, center_window
 from medcl.errors import ConfigError
 from medcl.inference.predictor import Predictor
-from medcl.inference.window import inference_window
+from medcl.inference.window import Window, inference_window
 from medcl.models import build_model
 
 
@@ -48,13 +48,21 @@ class FixedInput(nn.Module):
 
 def test_auto_window_only_for_fixed_input_networks_trained_on_centre_crops():
     sam, unet = FixedInput(), build_model("unet", in_channels=1, num_classes=2, widths=[4, 8])
-    assert inference_window(sam, crop_mode="center", crop_size=96) == (96, 96)
+    assert inference_window(sam, crop_mode="center", crop_size=96) == Window((96, 96), False)
     assert inference_window(sam, crop_mode="random", crop_size=96) is None
     assert inference_window(sam, crop_mode="center", crop_size=96, mode="full") is None
+    assert inference_window(sam, crop_mode="center", crop_size=96, mode="center") == Window(
+        (96, 96), True)
     assert inference_window(unet, crop_mode="center", crop_size=96) is None
-    assert inference_window(unet, crop_mode="random", crop_size=96, mode="center") == (96, 96)
-    with pytest.raises(ConfigError, match="auto, full, center"):
+    assert inference_window(unet, crop_mode="random", crop_size=96, mode="pad") == Window(
+        (96, 96), False)
+    with pytest.raises(ConfigError, match="auto, full, center, pad"):
         inference_window(sam, crop_mode="center", crop_size=96, mode="tiles")
+
+
+def test_window_for_a_slice_by_hand():
+    assert Window((96, 96), crop=True).for_slice((120, 80)) == (96, 96)
+    assert Window((96, 96), crop=False).for_slice((120, 80)) == (120, 96)
 
 
 def test_the_sam_segmenter_has_a_fixed_input_size_and_the_unet_none():
@@ -67,7 +75,7 @@ def test_the_sam_segmenter_has_a_fixed_input_size_and_the_unet_none():
 def test_predictor_feeds_the_window_and_labels_the_rest_background():
     spec = LabelSpec.from_dict({"labels": {"background": 0, "fg": 1}})
     model = FixedInput()
-    predictor = Predictor(model, spec, PreprocessConfig(), window=(4, 6))
+    predictor = Predictor(model, spec, PreprocessConfig(), window=Window((4, 6), crop=True))
     slices = torch.ones(3, 1, 8, 4)          # everything foreground to the network
     probs = predictor.predict_slices(slices)
     assert model.seen == [(3, 1, 4, 6)]      # the centre window: 8 rows cropped, 4 cols padded
@@ -76,6 +84,15 @@ def test_predictor_feeds_the_window_and_labels_the_rest_background():
     assert labels[:, 2:6].eq(1).all()        # the window's rows: the network's foreground
     assert labels[:, :2].eq(0).all() and labels[:, 6:].eq(0).all()
     torch.testing.assert_close(probs.sum(1), torch.ones(3, 8, 4))
+
+
+def test_predictor_pad_window_pads_smaller_sides_and_keeps_larger_ones_whole():
+    spec = LabelSpec.from_dict({"labels": {"background": 0, "fg": 1}})
+    model = FixedInput()
+    predictor = Predictor(model, spec, PreprocessConfig(), window=Window((4, 6), crop=False))
+    probs = predictor.predict_slices(torch.ones(3, 1, 8, 4))
+    assert model.seen == [(3, 1, 8, 6)]      # 8 rows kept, 4 columns padded to 6
+    assert probs.shape == (3, 2, 8, 4) and probs.argmax(1).eq(1).all()
 
 
 def test_predictor_without_a_window_feeds_the_whole_slice():

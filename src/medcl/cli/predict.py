@@ -29,9 +29,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="auto: the run's post-processing chosen on its validation cases "
                    "(RUN/postprocessing.json, none if absent); none: raw argmax")
     p.add_argument("--window", choices=WINDOW_MODES, default="auto",
-                   help="what the network sees: full slices, or the centre window of the "
-                   "training crops with background outside; auto: center for a SAM-family "
-                   "network trained on centre crops, full otherwise")
+                   help="what the network sees: full slices; center: the centre window of the "
+                   "training crops (larger slices cropped, background outside); pad: smaller "
+                   "slices padded to it as in training, larger ones whole; auto: pad for a "
+                   "SAM-family network trained on centre crops, full otherwise")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
                    help="network precision; auto: bf16 where this machine runs it natively, "

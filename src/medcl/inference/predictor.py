@@ -39,7 +39,7 @@ from medcl.inference.postprocessing import (
     keep_largest_component,
     read_postprocessing,
 )
-from medcl.inference.window import inference_window
+from medcl.inference.window import Window, inference_window
 from medcl.models import build_model
 from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_checkpoint
 from medcl.runtime.device import resolve_device
@@ -70,16 +70,16 @@ class Predictor:
         geometry: the geometry policy for the channels of an input (:mod:`medcl.data.geometry`).
         postprocessing: applied to every predicted label map (none by default; a run's choice
             is read by :meth:`from_run`, :mod:`medcl.inference.postprocessing`).
-        window: ``(h, w)``: the network sees only the centre window of each preprocessed slice
-            (cropped or padded as the training crops were) and the rest is background; ``None``
-            (default): whole slices (:func:`inference_window`).
+        window: the network sees the centre window of each preprocessed slice (padded, and
+            with ``window.crop`` cropped, as the training crops were; background outside it);
+            ``None`` (default): whole slices (:func:`~medcl.inference.window.inference_window`).
     """
 
     def __init__(self, model: nn.Module, spec: LabelSpec, preprocess: PreprocessConfig, *,
                  device: torch.device | str = "cpu", batch_size: int = 16,
                  flip_tta: bool = False, geometry: str = "auto",
                  postprocessing: Postprocessing | None = None,
-                 window: tuple[int, int] | None = None) -> None:
+                 window: Window | None = None) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device)
@@ -104,7 +104,7 @@ class Predictor:
         ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
         ``postprocessing``: ``auto`` applies the run's ``postprocessing.json`` (chosen on its
         validation cases; none if absent), ``none`` applies nothing.
-        ``window``: ``auto`` (default), ``full`` or ``center`` (:func:`inference_window`).
+        ``window``: ``auto`` (default), ``full``, ``center`` or ``pad`` (:func:`inference_window`).
         """
         if postprocessing not in POSTPROCESSING_MODES:
             raise ConfigError(f"postprocessing must be one of {', '.join(POSTPROCESSING_MODES)},"
@@ -144,7 +144,9 @@ class Predictor:
                  state.get("step", -1),
                  kwargs.get("postprocessing", Postprocessing()).describe(spec.class_names),
                  "whole slices" if kwargs["window"] is None else
-                 "centre window %d x %d" % kwargs["window"])
+                 "centre window %d x %d (%s)" % (*kwargs["window"].size, "larger slices cropped"
+                                                 if kwargs["window"].crop else
+                                                 "smaller slices padded to it"))
         return cls(model, spec, preprocess, device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -161,12 +163,13 @@ class Predictor:
         of the whole slices, or of the centre window with background outside it."""
         if self.window is None:
             return self._predict_whole(slices)
-        window, _ = center_crop_or_pad(slices, None, self.window, ignore_index=BACKGROUND)
+        size = self.window.for_slice(slices.shape[-2:])
+        window, _ = center_crop_or_pad(slices, None, size, ignore_index=BACKGROUND)
         probs = self._predict_whole(window)
         out = probs.new_zeros(probs.shape[:2] + slices.shape[-2:])
         out[:, BACKGROUND] = 1.0
         (image_rows, image_cols), (window_rows, window_cols) = center_window(
-            slices.shape[-2:], self.window)
+            slices.shape[-2:], size)
         out[..., image_rows, image_cols] = probs[..., window_rows, window_cols]
         return out
 

@@ -2,31 +2,52 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from medcl.errors import ConfigError
 
 if TYPE_CHECKING:
     from torch import nn
 
-#: ``full`` slices, the ``center`` window of the training crops, or ``auto``
-WINDOW_MODES = ("auto", "full", "center")
+#: ``full`` slices; ``center``: the centre window of the training crops (larger slices cropped,
+#: smaller ones padded); ``pad``: smaller slices padded to it as the training crops were, larger
+#: ones whole; ``auto``: :func:`inference_window`
+WINDOW_MODES = ("auto", "full", "center", "pad")
+
+
+class Window(NamedTuple):
+    """The centre window ``size = (h, w)`` of the training crops; ``crop``: whether slices
+    larger than it are cropped to it (else only smaller ones are padded to it)."""
+    size: tuple[int, int]
+    crop: bool
+
+    def for_slice(self, shape: Sequence[int]) -> tuple[int, int]:
+        """The window ``(h, w)`` a slice of ``shape = (H, W)`` is cropped or padded to."""
+        if self.crop:
+            return self.size
+        return max(int(shape[0]), self.size[0]), max(int(shape[1]), self.size[1])
 
 
 def inference_window(model: nn.Module, *, crop_mode: str, crop_size: int, mode: str = "auto"
-                     ) -> tuple[int, int] | None:
-    """The centre window ``(h, w)`` prediction feeds ``model``, or ``None`` for whole slices.
+                     ) -> Window | None:
+    """The centre window prediction feeds ``model``, or ``None`` for whole slices.
 
-    A network with a fixed input size (``model.fixed_input_size``: the SAM family) resizes and
-    min-max normalises whatever it is given. Trained on centre crops of ``crop_size`` pixels, it
-    would see a larger slice at another scale (a 480 px MyoPS slice shrunk to 256 px: 0.53x) and
-    another contrast than in training; ``auto`` therefore feeds it the same centre window and
-    labels everything outside it background. A fully convolutional network (the UNet) sees the
-    whole slice, as does any network trained on random crops.
+    A network with a fixed input size (``model.fixed_input_size``: the SAM family) min-max
+    normalises and resizes whatever it is given. Trained on centre crops of ``crop_size``
+    pixels, a smaller slice was padded evenly *before* that min-max; fed whole, it would be
+    padded after it, at the bottom/right (another contrast and position than in training).
+    ``pad`` pads such slices exactly as training did and feeds larger ones whole (shrunk to the
+    input size); ``center`` also crops larger ones to the window, background outside. On
+    MSCMR validation ``pad`` scored best (docs/results.md, "SAM: whole slices against the
+    training window"), so ``auto`` is ``pad`` for a fixed-input network trained on centre crops
+    and ``full`` otherwise: a fully convolutional network (the UNet) sees the whole slice, as
+    does any network trained on random crops.
     """
     if mode not in WINDOW_MODES:
         raise ConfigError(f"window must be one of {', '.join(WINDOW_MODES)}, got {mode!r}")
     if mode == "auto":
         fixed = getattr(model, "fixed_input_size", None) is not None
-        mode = "center" if fixed and crop_mode == "center" else "full"
-    return (crop_size, crop_size) if mode == "center" else None
+        mode = "pad" if fixed and crop_mode == "center" else "full"
+    if mode == "full":
+        return None
+    return Window((crop_size, crop_size), crop=mode == "center")

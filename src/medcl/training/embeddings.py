@@ -22,6 +22,7 @@ from torch import Tensor
 
 from medcl.data.labels import BACKGROUND
 from medcl.data.transforms import center_crop_or_pad
+from medcl.inference.window import Window
 from medcl.runtime.precision import FastForward
 
 log = logging.getLogger(__name__)
@@ -70,11 +71,12 @@ def precompute(network: FastForward, slices: Sequence[Tensor], *, batch_size: in
     return computed, time.monotonic() - start
 
 
-def validation_inputs(slices: Tensor, window: tuple[int, int] | None) -> list[Tensor]:
+def validation_inputs(slices: Tensor, window: Window | None) -> list[Tensor]:
     """What validation feeds the network of a case's slices ``(Z, C, H, W)``: each slice whole,
     or its centre ``window`` (:func:`medcl.inference.window.inference_window`)."""
     if window is not None:
-        slices, _ = center_crop_or_pad(slices, None, window, ignore_index=BACKGROUND)
+        slices, _ = center_crop_or_pad(slices, None, window.for_slice(slices.shape[-2:]),
+                                       ignore_index=BACKGROUND)
     return list(slices)
 
 
