@@ -48,7 +48,9 @@ class FixedInput(nn.Module):
 
 def test_auto_window_only_for_fixed_input_networks_trained_on_centre_crops():
     sam, unet = FixedInput(), build_model("unet", in_channels=1, num_classes=2, widths=[4, 8])
-    assert inference_window(sam, crop_mode="center", crop_size=96) == Window((96, 96), False)
+    assert inference_window(sam, crop_mode="center", crop_size=96) == Window((96, 96), True)
+    assert inference_window(sam, crop_mode="center", crop_size=96, mode="pad") == Window(
+        (96, 96), False)
     assert inference_window(sam, crop_mode="random", crop_size=96) is None
     assert inference_window(sam, crop_mode="center", crop_size=96, mode="full") is None
     assert inference_window(sam, crop_mode="center", crop_size=96, mode="center") == Window(

@@ -131,7 +131,7 @@ def test_same_shape_batches_split_at_size_and_shape():
         (2, 1, 4, 4), (1, 1, 4, 4), (1, 1, 5, 4)]
 
 
-@pytest.mark.parametrize("crop_size", [64, 80])  # the whole 64 px slice; padded to 80 px
+@pytest.mark.parametrize("crop_size", [64, 48, 80])  # whole 64 px slices; cropped; padded
 def test_training_inputs_all_come_from_the_precomputed_store(tiny_dataset, tmp_path, crop_size):
     """bf16 and a centre crop: every training and validation input hits the precomputed
     embeddings (the keys match what the step and validation feed), and the run logs the store."""

@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--window", choices=WINDOW_MODES, default="auto",
                    help="what the network sees: full slices; center: the centre window of the "
                    "training crops (larger slices cropped, background outside); pad: smaller "
-                   "slices padded to it as in training, larger ones whole; auto: pad for a "
+                   "slices padded to it as in training, larger ones whole; auto: center for a "
                    "SAM-family network trained on centre crops, full otherwise")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     p.add_argument("--precision", choices=PRECISION_CHOICES, default="auto",
