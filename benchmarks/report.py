@@ -87,8 +87,8 @@ COMPARISONS = {
         "mscmr_few5_pce_lite_medsam_30min", "mscmr_few5_medcl_lite_medsam_30min",
         "mscmr_few5_pce_lite_medsam_sam12_30min", "mscmr_few5_medcl_lite_medsam_sam12_30min",
         "mscmr_few5_medcl_lite_medsam_sam12_60min"),
-    "LiteMedSAM after the encoder fix (bf16; sessions 12-13 Zen 4, session 14 AMX Xeon: "
-    "MedCL-SAM seed 44 and the 12-minute pCE-SAM sam14 row)": (
+    # sessions 12-13 on a Zen 4 EPYC; MedCL-SAM seed 44 and the sam14 row on session 14's Xeon
+    "LiteMedSAM after the encoder fix (bf16; seed 44 and sam14: another CPU)": (
         "mscmr_few5_pce_lite_medsam_sam12_evalfix_30min",
         "mscmr_few5_pce_lite_medsam_sam14_12min",
         "mscmr_few5_medcl_lite_medsam_sam12_evalfix_30min",
