@@ -1,15 +1,15 @@
 """What a SAM-family run scores when prediction feeds it the whole slice, the centre window of
 its training crops, or smaller slices padded to it (``--window full`` / ``center`` / ``pad``,
-docs/sam.md), on the same
-checkpoint: plain argmax (no post-processing), validation and, where the dataset has test
-labels, test.
+docs/sam.md), on the same checkpoint: plain argmax (no post-processing), validation and, where
+the dataset has test labels, test.
 
     python benchmarks/sam_window.py runs/RUN [runs/RUN2 ...] --splits val test
     python benchmarks/sam_window.py runs/myops_RUN --data $MEDCL_DATA/MyoPS2020 \\
         --labels examples/myops.json --splits val
 
 Writes ``benchmarks/results/sam_window_{run}.json`` per run: per split and mode, the mean Dice
-(and the groupings' where the description declares some) and HD95, the seconds it took.
+and per-class Dice / HD95 / ASSD (and the groupings' where the description declares some), the
+seconds it took; the machine with its CPU flags.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import torch
-from mscmr import git_commit, machine
+from mscmr import git_commit
 from myops import validation_report
 
 from medcl.inference.predictor import Predictor
+from medcl.runtime.cpu import describe
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("full", "center", "pad")
@@ -77,7 +78,7 @@ def main() -> None:
         record = json.loads(out.read_text()) if out.is_file() else {}
         record.update({"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
                        "torch": torch.__version__, "threads": args.threads,
-                       "machine": machine(args.device), "run": run.name,
+                       "machine": {**describe(), "cores": os.cpu_count()}, "run": run.name,
                        "started": time.strftime("%Y-%m-%d %H:%M:%S")})
         scores = score(run, Path(args.data), Path(args.labels), args.splits, args.modes,
                        args.device)
@@ -86,6 +87,7 @@ def main() -> None:
         out.write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps({s: {m: v["mean_foreground_dice"] for m, v in modes.items()}
                           for s, modes in record.items() if s in args.splits}))
+
 
 if __name__ == "__main__":
     main()

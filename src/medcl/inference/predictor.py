@@ -28,7 +28,6 @@ from medcl.data.preprocessing import (
     pad_to_multiple,
     restore_probs,
 )
-from medcl.data.transforms import center_crop_or_pad, center_window
 from medcl.errors import CasesFailed, ConfigError, DataError, MedclError, WriteError
 from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
 from medcl.evaluation.overlay import save_overlays
@@ -143,10 +142,7 @@ class Predictor:
         log.info("loaded %s (step %d); post-processing: %s; network input: %s", path,
                  state.get("step", -1),
                  kwargs.get("postprocessing", Postprocessing()).describe(spec.class_names),
-                 "whole slices" if kwargs["window"] is None else
-                 "centre window %d x %d (%s)" % (*kwargs["window"].size, "larger slices cropped"
-                                                 if kwargs["window"].crop else
-                                                 "smaller slices padded to it"))
+                 "whole slices" if kwargs["window"] is None else kwargs["window"].describe())
         return cls(model, spec, preprocess, device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -163,15 +159,8 @@ class Predictor:
         of the whole slices, or of the centre window with background outside it."""
         if self.window is None:
             return self._predict_whole(slices)
-        size = self.window.for_slice(slices.shape[-2:])
-        window, _ = center_crop_or_pad(slices, None, size, ignore_index=BACKGROUND)
-        probs = self._predict_whole(window)
-        out = probs.new_zeros(probs.shape[:2] + slices.shape[-2:])
-        out[:, BACKGROUND] = 1.0
-        (image_rows, image_cols), (window_rows, window_cols) = center_window(
-            slices.shape[-2:], size)
-        out[..., image_rows, image_cols] = probs[..., window_rows, window_cols]
-        return out
+        return self.window.paste(self._predict_whole(self.window.inputs(slices)),
+                                 slices.shape[-2:])
 
     def _predict_whole(self, slices: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(Z, K, H, W)`` of the network on ``slices (Z, C, H, W)`` as given."""

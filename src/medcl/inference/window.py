@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple, Sequence
 
+from torch import Tensor
+
+from medcl.data.labels import BACKGROUND
+from medcl.data.transforms import center_crop_or_pad, center_window
 from medcl.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -26,6 +30,26 @@ class Window(NamedTuple):
         if self.crop:
             return self.size
         return max(int(shape[0]), self.size[0]), max(int(shape[1]), self.size[1])
+
+    def inputs(self, slices: Tensor) -> Tensor:
+        """What the network is fed of ``slices (Z, C, H, W)``: their centre windows
+        ``(Z, C, h, w)``, padded with 0 and cropped as the training crops were."""
+        return center_crop_or_pad(slices, None, self.for_slice(slices.shape[-2:]),
+                                  ignore_index=BACKGROUND)[0]
+
+    def paste(self, probs: Tensor, shape: Sequence[int]) -> Tensor:
+        """Window probabilities ``(Z, K, h, w)`` back onto slices of ``shape = (H, W)``:
+        ``(Z, K, H, W)``, background (probability 1) outside the window."""
+        out = probs.new_zeros(probs.shape[:2] + tuple(shape))
+        out[:, BACKGROUND] = 1.0
+        (image_rows, image_cols), (window_rows, window_cols) = center_window(
+            shape, self.for_slice(shape))
+        out[..., image_rows, image_cols] = probs[..., window_rows, window_cols]
+        return out
+
+    def describe(self) -> str:
+        return (f"centre window {self.size[0]} x {self.size[1]} ("
+                + ("larger slices cropped" if self.crop else "smaller slices padded to it") + ")")
 
 
 def inference_window(model: nn.Module, *, crop_mode: str, crop_size: int, mode: str = "auto"

@@ -20,8 +20,6 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from medcl.data.labels import BACKGROUND
-from medcl.data.transforms import center_crop_or_pad
 from medcl.inference.window import Window
 from medcl.runtime.precision import FastForward
 
@@ -74,10 +72,7 @@ def precompute(network: FastForward, slices: Sequence[Tensor], *, batch_size: in
 def validation_inputs(slices: Tensor, window: Window | None) -> list[Tensor]:
     """What validation feeds the network of a case's slices ``(Z, C, H, W)``: each slice whole,
     or its centre ``window`` (:func:`medcl.inference.window.inference_window`)."""
-    if window is not None:
-        slices, _ = center_crop_or_pad(slices, None, window.for_slice(slices.shape[-2:]),
-                                       ignore_index=BACKGROUND)
-    return list(slices)
+    return list(slices if window is None else window.inputs(slices))
 
 
 def precompute_embeddings(trainer, progress: Progress | None = log_progress) -> dict | None:

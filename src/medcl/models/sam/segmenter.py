@@ -141,7 +141,7 @@ class SamSegmenter(Segmenter):
 
     @property
     def fixed_input_size(self) -> int:
-        return self.sam.image_size
+        return self.image_size
 
     @property
     def embedding_dim(self) -> int:
