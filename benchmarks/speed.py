@@ -43,7 +43,7 @@ from mscmr import git_commit
 from torch.utils.flop_counter import FlopCounterMode
 
 from medcl.models import MODEL_REGISTRY, SAM_MODELS
-from medcl.runtime.cpu import cpu_info, describe
+from medcl.runtime.cpu import AMX_BF16, cpu_info, describe
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
@@ -61,7 +61,9 @@ def machine() -> dict:
 def cpu_tag() -> str:
     info = cpu_info()
     words = [w for w in info.model.replace("(R)", "").replace("(TM)", "").split() if w.isalnum()]
-    return "_".join(words[:3]).lower() + ("_bf16" if info.native_bf16 else "")
+    # the same model name came with and without AMX exposed: their records must not collide
+    return ("_".join(words[:3]).lower() + ("_bf16" if info.native_bf16 else "")
+            + ("_amx" if AMX_BF16 in info.flags else ""))
 
 
 def commit() -> str:

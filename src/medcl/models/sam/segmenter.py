@@ -24,8 +24,9 @@ Image encoder modes (``encoder``):
 
 * ``"frozen"``: the encoder never trains and is in eval mode from construction on (its
   BatchNorm layers keep the pretrained running statistics: precomputing or training never
-  moves them); its embeddings are rounded to the store's dtype (bf16) whether cached or not, so
-  training, validation and prediction see the same values; they are cached in
+  moves them); its embeddings are rounded to the store's dtype (bf16) and made contiguous
+  whether cached or not, so training, validation and prediction see the same values in the
+  same layout (a bf16 decoder rounds a channels-last copy differently); they are cached in
   memory (:class:`~.embedding_store.EmbeddingCache`), keyed by the content of the prepared
   input, so a slice seen again (no augmentation, a centre crop) is encoded once;
   :meth:`SamSegmenter.precompute` fills the cache up front. This is what makes SAM training
@@ -212,9 +213,10 @@ class SamSegmenter(Segmenter):
         if self.cache is not None:
             with torch.no_grad():
                 return self.cache.lookup(prepared, self._encode_prepared)
-        if self.encoder_mode == "frozen":  # the values the cache would have returned
-            with torch.no_grad():
-                return self._encode_prepared(prepared).to(STORE_DTYPE).float()
+        if self.encoder_mode == "frozen":  # the values the cache would have returned,
+            with torch.no_grad():          # in its (contiguous) layout: a bf16 decoder rounds
+                # a channels-last copy of the same values differently
+                return self._encode_prepared(prepared).to(STORE_DTYPE).float().contiguous()
         return self._encode_prepared(prepared)
 
     def _encode_prepared(self, prepared: Tensor) -> Tensor:
