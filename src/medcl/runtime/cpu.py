@@ -13,7 +13,7 @@ measured to beat fp32 for our networks (``benchmarks/speed.py --part kernel``):
 | AMD Zen 4 | avx512_bf16 | 4.0 s vs 2.2 s | yes |
 | Intel Xeon (family 6 model 207), AMX not exposed | avx512_bf16 | 0.64 s vs 0.83 s (channels-last) | no |
 | AMD Zen 2 | AVX2 only | 1.5 s vs 10.6 s | no |
-| Intel Xeon (family 6 model 207) with AMX | amx_bf16 | 0.72 s vs 0.35 s (channels-last) | yes |
+| Intel Xeon (family 6 model 207) with AMX | amx_bf16 | 0.77 s vs 0.40 s (channels-last) | yes |
 """
 
 from __future__ import annotations
