@@ -213,9 +213,10 @@ class SamSegmenter(Segmenter):
         if self.cache is not None:
             with torch.no_grad():
                 return self.cache.lookup(prepared, self._encode_prepared)
-        if self.encoder_mode == "frozen":  # the values the cache would have returned,
-            with torch.no_grad():          # in its (contiguous) layout: a bf16 decoder rounds
-                # a channels-last copy of the same values differently
+        if self.encoder_mode == "frozen":
+            # the values the cache would have returned, in its (contiguous) layout: a bf16
+            # decoder rounds a channels-last copy of the same values differently
+            with torch.no_grad():
                 return self._encode_prepared(prepared).to(STORE_DTYPE).float().contiguous()
         return self._encode_prepared(prepared)
 
