@@ -161,7 +161,10 @@ def main() -> None:
     if args.evaluate_only:  # the training's record stays; this evaluation is added to it
         before = json.loads(out.read_text()) if out.is_file() else {}
         command = {**{k: before[k] for k in command if k in before},
-                   "evaluated": {k: command[k] for k in ("command", "commit", "started")}}
+                   "evaluated": {**{k: command[k] for k in ("command", "commit", "started")},
+                                 "peak_rss_gib": result["peak_rss_gib"]}}
+        if "peak_rss_gib" in before:  # the training's peak, not this evaluation's
+            result["peak_rss_gib"] = before["peak_rss_gib"]
     record = {**command, **result}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
