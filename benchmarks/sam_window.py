@@ -44,13 +44,11 @@ def score(run_dir: Path, data: Path, labels: Path, splits: list[str], modes: lis
             started = time.monotonic()
             summary = validation_report(run_dir, data, predictor, f"window_{mode}_{split}",
                                         split=split, description=labels)
+            groups = summary.get("groups") or {}  # the description's (MyoPS: Scar, Edema)
             out.setdefault(split, {})[mode] = {
                 "mean_foreground_dice": summary["mean_foreground_dice"],
                 "mean": summary["mean"],
-                # the description's groupings (MyoPS: Scar, Edema) and their mean
-                "groups": summary["groups"]["mean"] if "groups" in summary else None,
-                "groups_mean_dice": summary["groups"]["mean_dice"] if "groups" in summary
-                else None,
+                "groups": groups.get("mean"), "groups_mean_dice": groups.get("mean_dice"),
                 "seconds": round(time.monotonic() - started, 1), "commit": git_commit()}
             logging.info("%s %s %s: mean Dice %.4f, groupings %s", run_dir.name, split, mode,
                          summary["mean_foreground_dice"],
