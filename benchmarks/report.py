@@ -82,9 +82,9 @@ COMPARISONS = {
         "mscmr_few5_recommended_avx2_30min", "mscmr_few5_recommended_avx2_60min",
         "mscmr_few5_recommended_amx_120min"),
     # one AMX Xeon model (bf16, sessions 15-16): equal wall-clock on one machine
-    "UNet, AMX CPU, bf16: pCE + scribble Dice vs recommended, 60 min; recommended 120 min": (
-        "mscmr_few5_pce_dice_fov_amx_60min", "mscmr_few5_recommended_amx_60min",
-        "mscmr_few5_recommended_amx_120min"),
+    "UNet, AMX CPU, bf16: pCE + scribble Dice 60 min vs recommended 30 / 60 / 120 min": (
+        "mscmr_few5_pce_dice_fov_amx_60min", "mscmr_few5_recommended_amx_30min",
+        "mscmr_few5_recommended_amx_60min", "mscmr_few5_recommended_amx_120min"),
     "UNet, 30 min: MedCL's parts (paper presets, no mask)": (
         "mscmr_few5_pce_30min", "mscmr_few5_mix_30min", "mscmr_few5_cluster_30min",
         "mscmr_few5_medcl_30min", "mscmr_few5_medcl_60min"),
