@@ -77,10 +77,6 @@ COMPARISONS = {
     "UNet, AVX2 CPU, fp32 (sessions 6-9): pCE + scribble Dice vs MedCL vs recommended": (
         "mscmr_few5_pce_dice_fov_avx2_30min", "mscmr_few5_medcl_avx2_30min",
         "mscmr_few5_recommended_avx2_30min", "mscmr_few5_recommended_avx2_60min"),
-    # 30 and 60 min on the AVX2 EPYC (fp32, sessions 6-8), 120 min on an AMX Xeon (bf16, 15)
-    "UNet: the recommended recipe at 30 / 60 min (AVX2, fp32) and 120 min (AMX, bf16)": (
-        "mscmr_few5_recommended_avx2_30min", "mscmr_few5_recommended_avx2_60min",
-        "mscmr_few5_recommended_amx_120min"),
     # one AMX Xeon model (bf16, sessions 15-16): equal wall-clock on one machine
     "UNet, AMX CPU, bf16: pCE + scribble Dice 60 min vs recommended 30 / 60 / 120 min": (
         "mscmr_few5_pce_dice_fov_amx_60min", "mscmr_few5_recommended_amx_30min",
