@@ -14,6 +14,7 @@ from medcl.models import build_model
 from medcl.training.components import build_objective
 from medcl.training.config import METHOD_PRESETS, TrainConfig
 from medcl.training.run import train
+from medcl.training.schedule import sigmoid_rampup
 
 TERMS = ("pce", "dice", "mix_pce", "mix_consistency", "existence", "global", "local")
 
@@ -116,6 +117,43 @@ def test_supervised_warmup_switches_medcl_terms_on(tiny_dataset, tmp_path):
     assert [("global" in r) for r in steps] == [False] * 6 + [True] * 6
     with pytest.raises(ConfigError, match=r"supervised_warmup must be in \[0, 1\), got 1.0"):
         TrainConfig(method="medcl", supervised_warmup=1.0)
+
+
+def test_sigmoid_rampup_by_hand():
+    """exp(-5 (1 - t)^2): 0 before the start, exp(-5) at it, exp(-1.25) half-way, 1 after."""
+    assert sigmoid_rampup(0.1, 0.3, 0.4) == 0.0
+    assert sigmoid_rampup(0.3, 0.3, 0.4) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(0.5, 0.3, 0.4) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(0.7, 0.3, 0.4) == 1.0
+    assert (sigmoid_rampup(0.29, 0.3, 0.0), sigmoid_rampup(0.3, 0.3, 0.0)) == (0.0, 1.0)
+
+
+def test_medcl_scale_weighs_every_term_but_the_scribble_loss():
+    objective = build_objective(TrainConfig(method="medcl", crop_size=32, head_grid=4,
+                                            head_hidden=16, code_dim=8), num_classes=4,
+                                ignore_index=4)
+    model = build_model("unet", in_channels=1, num_classes=4, widths=[4, 8])
+    objective.medcl_scale = 0.25
+    loss, terms = objective(model, _batch(), torch.Generator().manual_seed(0))
+    scribble = terms["pce"] + terms["dice"]
+    medcl = sum(v for k, v in terms.items() if k not in ("pce", "dice", "loss"))
+    assert medcl > 0 and set(terms) > {"global", "local", "mix_consistency", "existence"}
+    assert loss.item() == pytest.approx(scribble + 0.25 * medcl, rel=1e-4)
+
+
+def test_medcl_rampup_rises_from_the_end_of_the_warmup(tiny_dataset, tmp_path):
+    """12 steps, warm-up 0.25 (steps 0-2), ramp over 0.5 (progress 0.25-0.75: steps 3-9)."""
+    cfg = tiny_config(tiny_dataset, method="medcl", num_scribbled=2, iterations=12,
+                      val_interval=0, log_interval=1, supervised_warmup=0.25, medcl_rampup=0.5,
+                      head_grid=4, head_hidden=16, code_dim=8, crop_size=32)
+    train(cfg, tmp_path / "run")
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
+    scales = [r["medcl_scale"] for r in records if r["event"] == "step"]
+    expected = [0.0] * 3 + [math.exp(-5 * (1 - (s / 12 - 0.25) / 0.5) ** 2) for s in range(3, 9)]
+    assert scales == pytest.approx(expected + [1.0] * 3)
+    with pytest.raises(ConfigError, match=r"medcl_rampup must be in \[0, 1 - supervised_warmup\]"
+                       r" = \[0, 0.7\], got 0.8"):
+        TrainConfig(method="recommended", medcl_rampup=0.8)
 
 
 def test_slice_without_annotation_gets_no_existence_loss():

@@ -42,6 +42,8 @@ MIX_VIEWS = ("both", "first")
 #: mix real views with inter-mixed images) or "separate" (two forwards, each with its own)
 MIX_FORWARDS = ("joint", "separate")
 SUPERVISIONS = ("scribble", "dense")
+#: the terms of the scribble loss: full weight during the MedCL ramp-up (``medcl_scale``)
+SCRIBBLE_TERMS = ("pce", "dice")
 
 
 def _as_floats(terms: dict[str, Tensor], loss: Tensor) -> dict[str, float]:
@@ -123,6 +125,8 @@ class MedCLObjective(nn.Module):
 
     With ``supervised_only`` set (the trainer sets it during the supervised warm-up), a step is
     the scribble loss alone on the source images, one forward pass of ``B`` slices.
+    ``medcl_scale`` (in ``[0, 1]``, set by the trainer during the MedCL ramp-up) multiplies the
+    weight of every term but the scribble loss (``SCRIBBLE_TERMS``).
 
     Args:
         num_classes: ``K``; ``ignore_index`` marks unlabelled pixels.
@@ -168,12 +172,19 @@ class MedCLObjective(nn.Module):
         self.scribble = ScribbleLoss(ignore_index=ignore_index, pce_weight=self.weights["pce"],
                                      dice_weight=self.weights["dice"])
         self.supervised_only = False
+        self.medcl_scale = 1.0
 
     def forward(self, model: nn.Module, batch: dict, generator: torch.Generator
                 ) -> tuple[Tensor, dict[str, float]]:
         terms = self.terms(model, batch, generator)
-        loss = sum(self.weights[name] * value for name, value in terms.items())
+        loss = sum(self.weight(name) * value for name, value in terms.items())
         return loss, _as_floats(terms, loss)
+
+    def weight(self, name: str) -> float:
+        """The weight of term ``name`` in this step: its set weight, times ``medcl_scale`` for
+        every term but the scribble loss."""
+        scale = 1.0 if name in SCRIBBLE_TERMS else self.medcl_scale
+        return self.weights[name] * scale
 
     def terms(self, model: nn.Module, batch: dict, generator: torch.Generator
               ) -> dict[str, Tensor]:

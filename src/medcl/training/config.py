@@ -192,6 +192,10 @@ class TrainConfig:
                                     "clustering) before the other MedCL terms switch on; 0: from "
                                     "the first step, as in the paper (default: 0; 0.3 for "
                                     "--method recommended)")
+    medcl_rampup: float = _opt(0.0, "share of training, from the end of the supervised warm-up, "
+                               "over which the weights of the MedCL terms (all but the scribble "
+                               "pCE and Dice) rise from 0 to their values along exp(-5 (1 - t)^2); "
+                               "0: full weights at once, as in the paper")
     # optimisation
     batch_size: int = _opt(8, "slices per batch")
     lr: float = _opt(1e-3, "peak learning rate (AdamW)")
@@ -264,6 +268,9 @@ class TrainConfig:
             raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if not 0 <= self.supervised_warmup < 1:
             raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
+        if not 0 <= self.medcl_rampup <= 1 - self.supervised_warmup:
+            raise ConfigError(f"medcl_rampup must be in [0, 1 - supervised_warmup] = "
+                              f"[0, {1 - self.supervised_warmup:g}], got {self.medcl_rampup}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:

@@ -11,6 +11,21 @@ from medcl.errors import ConfigError
 LR_SCHEDULES = ("poly", "cosine", "constant")
 
 POLY_POWER = 0.9
+#: the sigmoid-shaped ramp ``exp(-RAMP_SHARPNESS (1 - t)^2)`` of Laine & Aila (2017), the usual
+#: ramp-up of consistency weights in semi-supervised segmentation
+RAMP_SHARPNESS = 5.0
+
+
+def sigmoid_rampup(progress: float, start: float, length: float) -> float:
+    """The ramp's value in ``[0, 1]`` at training ``progress``: 0 before ``start``, rising along
+    ``exp(-5 (1 - t)^2)`` with ``t = (progress - start) / length``, 1 from ``start + length`` on.
+    A ``length`` of 0 is a step from 0 to 1 at ``start``."""
+    if progress < start:
+        return 0.0
+    if length <= 0 or progress >= start + length:
+        return 1.0
+    t = (progress - start) / length
+    return math.exp(-RAMP_SHARPNESS * (1.0 - t) ** 2)
 
 
 class LRSchedule:

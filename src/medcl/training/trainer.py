@@ -37,7 +37,7 @@ from medcl.training.ema import WeightAverage
 from medcl.training.embeddings import precompute_embeddings
 from medcl.training.interrupt import PeriodicSave, StopSignal, interrupted
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
-from medcl.training.schedule import LRSchedule
+from medcl.training.schedule import LRSchedule, sigmoid_rampup
 from medcl.training.validation import validate
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,12 @@ class Trainer:
                 and self.schedule.progress(self.state["step"], self.state["elapsed_seconds"])
                 < self.cfg.supervised_warmup)
 
+    def medcl_scale(self) -> float:
+        """The MedCL terms' weight factor for the next step: the ``medcl_rampup`` ramp from the
+        end of the supervised warm-up (1 without a ramp-up)."""
+        progress = self.schedule.progress(self.state["step"], self.state["elapsed_seconds"])
+        return sigmoid_rampup(progress, self.cfg.supervised_warmup, self.cfg.medcl_rampup)
+
     def next_batch(self, *, labelled_only: bool = False) -> dict:
         """This process's shard of the global batch, augmented, on the device."""
         cfg, world, rank = self.cfg, self.dist.world_size, self.dist.rank
@@ -192,7 +198,10 @@ class Trainer:
                 log.info("supervised warm-up ended at step %d (%.1f min)", self.state["step"],
                          self.state["elapsed_seconds"] / 60)
             self.objective.supervised_only = warmup
+            self.objective.medcl_scale = self.medcl_scale()
         loss, terms = self.step_module(self.next_batch(labelled_only=warmup), self.step_generator)
+        if isinstance(self.objective, MedCLObjective) and self.cfg.medcl_rampup:
+            terms["medcl_scale"] = self.objective.medcl_scale
         if not torch.isfinite(loss):
             raise MedclError(f"loss became {loss.item()} at step {self.state['step']}; "
                              "lower --lr or check the data")
