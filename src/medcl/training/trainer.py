@@ -193,14 +193,15 @@ class Trainer:
     def train_step(self) -> tuple[float, dict]:
         lr = self.schedule.step(self.state["step"], self.state["elapsed_seconds"])
         warmup = self.in_supervised_warmup()
-        if isinstance(self.objective, MedCLObjective):
+        medcl = isinstance(self.objective, MedCLObjective)
+        if medcl:
             if self.objective.supervised_only and not warmup:
                 log.info("supervised warm-up ended at step %d (%.1f min)", self.state["step"],
                          self.state["elapsed_seconds"] / 60)
             self.objective.supervised_only = warmup
             self.objective.medcl_scale = self.medcl_scale()
         loss, terms = self.step_module(self.next_batch(labelled_only=warmup), self.step_generator)
-        if isinstance(self.objective, MedCLObjective) and self.cfg.medcl_rampup:
+        if medcl and self.cfg.medcl_rampup:
             terms["medcl_scale"] = self.objective.medcl_scale
         if not torch.isfinite(loss):
             raise MedclError(f"loss became {loss.item()} at step {self.state['step']}; "
