@@ -95,6 +95,10 @@ COMPARISONS = {
         "mscmr_few5_medcl_lite_medsam_sam12_evalfix_30min",
         "mscmr_few5_recommended_lite_medsam_sam12_evalfix_30min",
         "mscmr_few5_medcl_lite_medsam_sam12_evalfix_60min"),
+    # one AMX Xeon model (bf16, sessions 17-18): equal wall-clock on one machine
+    "LiteMedSAM, AMX CPU, bf16, 30 min: pCE-SAM vs recommended + MedCL ramp-up": (
+        "mscmr_few5_pce_lite_medsam_amx_30min",
+        "mscmr_few5_recommended_lite_medsam_ramp30_amx_30min"),
 }
 #: points of the common minute grid the seeds of a row are interpolated onto
 CURVE_POINTS = 100
