@@ -77,7 +77,7 @@ COMPARISONS = {
     "UNet, AVX2 CPU, fp32 (sessions 6-9): pCE + scribble Dice vs MedCL vs recommended": (
         "mscmr_few5_pce_dice_fov_avx2_30min", "mscmr_few5_medcl_avx2_30min",
         "mscmr_few5_recommended_avx2_30min", "mscmr_few5_recommended_avx2_60min"),
-    # one AMX Xeon model (bf16, sessions 15-19; session 19's machine ran about 1.5x faster)
+    # one AMX Xeon model (bf16, sessions 15-20; sessions 19-20 ran about 1.5x faster)
     "UNet, AMX CPU, bf16: pCE + scribble Dice 60 min vs recommended 30 / 60 / 120 min": (
         "mscmr_few5_pce_dice_fov_amx_60min", "mscmr_few5_recommended_amx_30min",
         "mscmr_few5_recommended_amx_60min", "mscmr_few5_recommended_ramp30_amx_60min",
