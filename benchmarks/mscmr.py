@@ -29,7 +29,7 @@ from medcl.evaluation.evaluate import evaluate_folders
 from medcl.evaluation.metrics import HD95_CONVENTIONS, HD95_MEDPY
 from medcl.inference.postprocessing import POSTPROCESSING_FILE
 from medcl.inference.predictor import Predictor, predict_path
-from medcl.runtime.cpu import cpu_info, kernel_path
+from medcl.runtime.cpu import cpu_info, describe, kernel_path
 from medcl.training.config import METHODS, TrainConfig
 from medcl.training.postprocessing_choice import select_postprocessing
 from medcl.training.run import train
@@ -72,6 +72,16 @@ def finished_run(run_dir: Path, device: str = "cpu") -> tuple[dict, float]:
              "best_step": best["step"]}, max(r["elapsed"] for r in records))
 
 
+def evaluate_test(data: Path, pred_dir: Path, hd95: str = HD95_MEDPY) -> dict:
+    """Evaluate the test predictions in ``pred_dir`` against ``data``'s test labels; the summary
+    (also written to ``pred_dir``'s sibling ``<name>_eval``)."""
+    spec = LabelSpec.from_file(LABELS)
+    return evaluate_folders(data / "TestSet" / "labels", pred_dir,
+                            class_values=dict(zip(spec.foreground_names, spec.label_values[1:])),
+                            out_dir=pred_dir.with_name(f"{pred_dir.name}_eval"),
+                            hd95_convention=hd95)
+
+
 def train_timed(cfg: TrainConfig, run_dir: Path) -> tuple[dict, float]:
     """Train ``cfg`` into ``run_dir``; the outcome and the wall-clock seconds it took."""
     started = time.monotonic()
@@ -103,13 +113,9 @@ def run(args: argparse.Namespace, data: Path) -> dict:
     started = time.monotonic()
     predict_path(data / "TestSet" / "images", run_dir / "test_pred", predictor, overwrite=True)
     predict_wall = time.monotonic() - started
-    spec = LabelSpec.from_file(LABELS)
 
     def evaluate(folder: str) -> dict:
-        return evaluate_folders(data / "TestSet" / "labels", run_dir / folder,
-                                class_values=dict(zip(spec.foreground_names,
-                                                      spec.label_values[1:])),
-                                out_dir=run_dir / f"{folder}_eval", hd95_convention=args.hd95)
+        return evaluate_test(data, run_dir / folder, args.hd95)
 
     summary = evaluate("test_pred")
     raw = summary
@@ -180,7 +186,7 @@ def main() -> None:
     data = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
     record = {"command": " ".join(["python"] + sys.argv), "commit": git_commit(),
               "torch": torch.__version__, "threads": args.threads,
-              "machine": machine(args.device),
+              "machine": machine(args.device), "cpu": describe(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), **run(args, data)}
     out = Path(args.results) / f"{record['name']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

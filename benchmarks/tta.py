@@ -25,10 +25,9 @@ from pathlib import Path
 
 import torch
 
-from medcl.data.labels import LabelSpec
-from medcl.evaluation.evaluate import evaluate_folders
 from medcl.inference.postprocessing import Postprocessing
 from medcl.inference.predictor import Predictor, predict_path
+from medcl.runtime.cpu import describe
 from medcl.training.config import TrainConfig
 from medcl.training.data import load_run_validation
 from medcl.training.postprocessing_choice import choose_postprocessing
@@ -36,16 +35,14 @@ from medcl.training.run_folder import CONFIG_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from mscmr import LABELS, git_commit, machine  # noqa: E402  (a sibling script, not a package)
+from mscmr import evaluate_test, git_commit, machine  # noqa: E402  (a sibling script)
 
 DATA = Path(os.environ.get("MEDCL_DATA", REPO.parent / "shared" / "data")) / "MSCMR_dataset"
 
 
-def validation_choice(run_dir: Path, cases, flip_tta: bool) -> dict:
-    """Predict the validation ``cases`` with or without the flips; the post-processing chosen
-    on them and the validation scores behind it."""
-    predictor = Predictor.from_run(run_dir, device="cpu", postprocessing="none",
-                                   flip_tta=flip_tta)
+def validation_choice(predictor: Predictor, cases) -> dict:
+    """Predict the validation ``cases`` with ``predictor`` (no post-processing); the
+    post-processing chosen on them and the validation scores behind it."""
     predictions = {c.case_id: predictor.label_volume(c.reference, slices=c.image) for c in cases}
     references = {c.case_id: c.dense_labels for c in cases}
     choice, scores = choose_postprocessing(predictions, references, predictor.spec)
@@ -53,31 +50,29 @@ def validation_choice(run_dir: Path, cases, flip_tta: bool) -> dict:
             "described": choice.describe(predictor.spec.class_names)}
 
 
-def test_scores(run_dir: Path, choice, folder: str) -> dict:
-    """Predict the test volumes with the flips and ``choice`` into ``run_dir/folder``; the
+def test_scores(run_dir: Path, predictor: Predictor, choice: Postprocessing, folder: str) -> dict:
+    """Predict the test volumes with ``predictor`` and ``choice`` into ``run_dir/folder``; the
     evaluation summary."""
-    predictor = Predictor.from_run(run_dir, device="cpu", postprocessing="none", flip_tta=True)
     predictor.postprocessing = choice
     predict_path(DATA / "TestSet" / "images", run_dir / folder, predictor, overwrite=True)
-    spec = LabelSpec.from_file(LABELS)
-    return evaluate_folders(DATA / "TestSet" / "labels", run_dir / folder,
-                            class_values=dict(zip(spec.foreground_names, spec.label_values[1:])),
-                            out_dir=run_dir / f"{folder}_eval")
+    return evaluate_test(DATA, run_dir / folder)
 
 
 def one_run(run_dir: Path) -> dict:
     started = time.monotonic()
     cases = load_run_validation(TrainConfig.from_file(run_dir / CONFIG_NAME))
-    plain, flipped = (validation_choice(run_dir, cases, tta) for tta in (False, True))
-    raw = test_scores(run_dir, Postprocessing(), "test_pred_tta_raw")
-    post = test_scores(run_dir, flipped["choice"], "test_pred_tta")
+    plain, flips = (Predictor.from_run(run_dir, device="cpu", postprocessing="none",
+                                       flip_tta=tta) for tta in (False, True))
+    without, flipped = validation_choice(plain, cases), validation_choice(flips, cases)
+    raw = test_scores(run_dir, flips, Postprocessing(), "test_pred_tta_raw")
+    post = test_scores(run_dir, flips, flipped["choice"], "test_pred_tta")
     record_path = REPO / "benchmarks" / "results" / f"{run_dir.name}.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     return {
         "run": run_dir.name, "commit": git_commit(), "machine": machine("cpu"),
-        "threads": torch.get_num_threads(),
-        "val_without_flips": plain["scores"], "val_postprocessing_without_flips":
-            plain["described"],
+        "cpu": describe(), "threads": torch.get_num_threads(),
+        "val_without_flips": without["scores"], "val_postprocessing_without_flips":
+            without["described"],
         "val_with_flips": flipped["scores"], "val_postprocessing_with_flips":
             flipped["described"],
         "test_with_flips_mean_foreground_dice": post["mean_foreground_dice"],
