@@ -20,14 +20,24 @@ writes when it saves an array without geometry) also counts as no geometry.
 
 **A file beside its image** (:func:`check_geometry`), with the modes of ``--geometry``:
 
-* ``auto`` (default): shapes must be equal. A file with no geometry, a file that lost only its
-  orientation and origin (axis-aligned at 0 with the image's spacing), or a file whose geometry
-  differs from the image's only where one of the two headers disagrees with itself (some reading
-  of one header equals some reading of the other), is put on the image's grid and listed in one
-  warning per dataset (:class:`GeometryNotes`). Any other difference (spacing, orientation or origin) is
-  an error that says what differs and names ``--geometry image``.
-* ``image``: every file with the image's shape is put on the image's grid (with the warning).
-* ``strict``: any difference is an error.
+First, in every mode, a file stored in another **axis order or direction** whose voxel centres
+are exactly the image's (the same grid after permuting and flipping axes: one of the 48
+axis-aligned orientations of the same voxels) is **reoriented exactly** onto the image's grid
+(:func:`grid_permutation`; no interpolation) and counts as agreeing. Otherwise:
+
+* ``auto`` (default): shapes must be equal. A file with no geometry, a file written without one
+  (a tool's default header: axis-aligned at 0 in the direction nibabel or ITK writes for a bare
+  array, with the image's spacing), or a file whose geometry differs from the image's only where
+  one of the two headers disagrees with itself (some reading of one header equals some reading
+  of the other), is put on the image's grid voxel for voxel and listed in one warning per dataset
+  (:class:`GeometryNotes`). An image written without geometry takes a file voxel for voxel only
+  when that file has no orientation of its own either. Any other difference (spacing,
+  orientation or origin) is an error that says what differs.
+* ``image``: every file with the image's shape is put on the image's grid voxel for voxel (with
+  the warning), except one whose header carries an orientation of its own (not a tool's
+  default) with other axis codes than the image's: that would mirror or transpose it, so it is
+  refused in every mode unless the image header has no geometry at all (codes 0).
+* ``strict``: any difference is an error (an exact reorientation is not a difference).
 
 Outputs are written with ``qform = sform = `` the geometry used (:func:`resolve_volume` gives the
 image that geometry; :func:`medcl.data.io.save_nifti` writes both forms), so ITK-based viewers
@@ -57,6 +67,8 @@ ORIGIN_ATOL_MM = 1e-2        # tolerance on the origin, mm
 DIRECTION_ATOL = 1e-3        # tolerance on direction cosines
 MAX_LISTED_FILES = 5         # files named in one warning; the rest are counted
 DEFAULT_SPACING_MM = 1.0     # what a header without geometry carries
+#: directions a tool writes for an array without geometry: nibabel's identity, ITK's LPS identity
+DEFAULT_DIRECTIONS = ((1.0, 1.0, 1.0), (-1.0, -1.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -83,8 +95,14 @@ class HeaderGeometry:
 
     @property
     def bare(self) -> bool:
-        """Axis-aligned at the origin: orientation and origin were not written."""
+        """A tool's default header (axis-aligned at the origin in the direction nibabel or ITK
+        writes for an array without geometry): orientation and origin were not written."""
         return _is_default(self.affine)
+
+    @property
+    def oriented(self) -> bool:
+        """The header carries an orientation of its own (neither lost nor a tool's default)."""
+        return not (self.lost or self.bare)
 
 
 def _spacing(affine: np.ndarray) -> np.ndarray:
@@ -106,10 +124,52 @@ def same_affine(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _is_default(affine: np.ndarray) -> bool:
-    """Axis-aligned (signed identity directions) at the origin: an array saved bare."""
+    """The directions a tool writes for an array saved without geometry (nibabel: identity;
+    ITK: LPS identity, stored as ``diag(-1, -1, 1)``), at the origin."""
     direction = affine[:3, :3] / _spacing(affine)
-    return (np.allclose(np.abs(direction), np.eye(3), atol=DIRECTION_ATOL)
+    return (any(np.allclose(direction, np.diag(d), atol=DIRECTION_ATOL) for d in DEFAULT_DIRECTIONS)
             and np.allclose(affine[:3, 3], 0.0, atol=ORIGIN_ATOL_MM))
+
+
+def grid_permutation(ref: np.ndarray, other: np.ndarray, ref_shape: Sequence[int],
+                     other_shape: Sequence[int]) -> tuple[tuple[int, int, int],
+                                                          tuple[bool, bool, bool]] | None:
+    """How ``other``'s voxels lie on ``ref``'s grid, where they are the same voxels in another
+    axis order or direction.
+
+    Args:
+        ref, other: ``(4, 4)`` voxel-to-world affines.
+        ref_shape, other_shape: their grids' sizes ``(X, Y, Z)``.
+
+    Returns:
+        ``(axes, flips)``: ref's axis ``a`` is other's axis ``axes[a]``, reversed where
+        ``flips[a]``; ``None`` when the voxel centres differ (another spacing, a rotation that is
+        not a multiple of 90 degrees, a shift, or a grid that covers other voxels).
+    """
+    mapping = np.linalg.solve(other, ref)  # ref voxel index -> other voxel index
+    linear, offset = mapping[:3, :3], mapping[:3, 3]
+    signed = np.rint(linear)
+    if not (np.allclose(linear, signed, atol=DIRECTION_ATOL + SPACING_RTOL)
+            and np.array_equal(np.abs(signed).sum(axis=0), np.ones(3))
+            and np.array_equal(np.abs(signed).sum(axis=1), np.ones(3))):
+        return None
+    voxel_atol = ORIGIN_ATOL_MM / float(_spacing(other).min())
+    if not np.allclose(offset, np.rint(offset), atol=voxel_atol):
+        return None
+    axes = tuple(int(np.flatnonzero(signed[:, a])[0]) for a in range(3))
+    flips = tuple(bool(signed[axes[a], a] < 0) for a in range(3))
+    for a, (b, flip) in enumerate(zip(axes, flips)):
+        size = int(ref_shape[a])
+        if size != int(other_shape[b]) or int(np.rint(offset[b])) != (size - 1 if flip else 0):
+            return None
+    return axes, flips
+
+
+def reorient(data: np.ndarray, axes: Sequence[int], flips: Sequence[bool]) -> np.ndarray:
+    """``data`` ``(X, Y, Z, ...)`` in the axis order and direction :func:`grid_permutation`
+    found: ``out[i, j, k]`` is the voxel of ``data`` at the same place."""
+    out = np.transpose(data, (*axes, *range(3, data.ndim)))
+    return np.ascontiguousarray(np.flip(out, [a for a in range(3) if flips[a]]))
 
 
 def header_geometry(header: nib.Nifti1Header) -> HeaderGeometry:
@@ -194,46 +254,69 @@ def check_mode(mode: str) -> str:
     return mode
 
 
-def check_geometry(ref: Volume, other: Volume, *, mode: str = "auto",
-                   notes: GeometryNotes | None = None) -> bool:
-    """Check that ``other`` (label, scribble or channel) lies on ``ref``'s (the image's) grid.
+def align(ref: Volume, other: Volume, *, mode: str = "auto",
+          notes: GeometryNotes | None = None) -> tuple[Volume, bool]:
+    """Put ``other`` (label, scribble, prediction or channel) on ``ref``'s (the image's) grid.
 
     Returns:
-        whether the two geometries agree; ``False`` when ``other`` was put on ``ref``'s grid
-        (recorded in ``notes``).
+        ``(volume, agrees)``: ``other``'s data on ``ref``'s voxel grid (reoriented exactly when
+        it is stored in another axis order or direction), with ``ref``'s affine and header where
+        it was moved; ``agrees`` is ``False`` when it was taken voxel for voxel although its
+        geometry differs (recorded in ``notes``).
 
     Raises:
-        DataError: naming ``other.path``: a shape mismatch, or (mode ``auto``) a genuine
-            conflict, or (mode ``strict``) any difference.
+        DataError: naming ``other.path``: a shape mismatch, another orientation than a valid
+            image header's, or (mode ``auto``) a genuine conflict, or (mode ``strict``) any
+            difference.
     """
     check_mode(mode)
-    if ref.shape != other.shape:
-        raise DataError(f"{other.path}: shape {other.shape} differs from {ref.path} {ref.shape}")
     rg, og = header_geometry(ref.header), header_geometry(other.header)
     for geom, vol in ((rg, ref), (og, other)):
         if geom.inconsistency and notes is not None:
             notes.add(vol.path, f"header inconsistent ({geom.inconsistency})")
-    if same_affine(rg.affine, og.affine):
-        return True
+    if ref.shape == other.shape and same_affine(rg.affine, og.affine):
+        return other, True
+    placement = None if (rg.lost or og.lost) else grid_permutation(
+        rg.affine, og.affine, ref.shape, other.shape)
+    if placement is not None:
+        log.info("%s: stored as %s, reoriented exactly onto %s's grid (%s)", other.path,
+                 "".join(nib.aff2axcodes(og.affine)), ref.path, "".join(nib.aff2axcodes(rg.affine)))
+        return replace(other, data=reorient(other.data, *placement), affine=ref.affine,
+                       header=ref.header), True
+    if ref.shape != other.shape:
+        raise DataError(f"{other.path}: shape {other.shape} differs from {ref.path} {ref.shape}")
+    difference = describe_difference(rg.affine, og.affine)
+    other_orientation = nib.aff2axcodes(og.affine) != nib.aff2axcodes(rg.affine)
+    if og.oriented and other_orientation and not rg.lost:
+        raise DataError(f"{other.path}: stored in orientation {''.join(nib.aff2axcodes(og.affine))}"
+                        f", {ref.path} in {''.join(nib.aff2axcodes(rg.affine))}, and the two grids "
+                        f"are not the same voxels ({difference}); using it voxel for voxel would "
+                        f"mirror or transpose it: resample it onto its image first")
     reason = None
     same_spacing = np.allclose(rg.spacing, og.spacing, rtol=SPACING_RTOL)
-    if og.lost or rg.lost:
+    if og.lost or (rg.lost and not og.oriented):
         owner = "its" if og.lost else "the image's"
         reason = f"no geometry in {owner} header (qform/sform codes 0, or a default unit header)"
-    elif (og.bare or rg.bare) and same_spacing:
+    elif same_spacing and (og.bare or (rg.bare and not og.oriented)):
         owner = "its" if og.bare else "the image's"
-        reason = f"{owner} header lost orientation and origin (axis-aligned at 0, same spacing)"
+        reason = f"{owner} header was written without geometry (a tool's default at 0, same spacing)"
     elif (rg.inconsistency or og.inconsistency) and any(
             same_affine(a, b) for a in rg.readings for b in og.readings):
         reason = "differs only where a header disagrees with itself"
-    difference = describe_difference(rg.affine, og.affine)
     if mode == "strict" or (reason is None and mode == "auto"):
         hint = "" if mode == "strict" else "; pass --geometry image to use the image's geometry"
         raise DataError(f"{other.path}: affine differs from {ref.path} ({difference}){hint}")
     if notes is not None:
         notes.add(other.path, f"affine differs from the image ({difference}): "
                               f"{reason or 'accepted by --geometry image'}")
-    return False
+    return other, False
+
+
+def check_geometry(ref: Volume, other: Volume, *, mode: str = "auto",
+                   notes: GeometryNotes | None = None) -> bool:
+    """Whether ``other`` agrees with ``ref``'s grid; :func:`align` without the aligned data
+    (for checks that need no voxels)."""
+    return align(ref, other, mode=mode, notes=notes)[1]
 
 
 def resolve_volume(volume: Volume) -> Volume:
@@ -246,14 +329,13 @@ def read_image(paths: Sequence[str | os.PathLike], *, mode: str = "auto",
     """Read one image of one or more channel files (NIfTI, or DICOM series folders) into
     ``(X, Y, Z, C)`` float32.
 
-    Every channel is checked against the first with :func:`check_geometry`; the result carries
+    Every channel is put on the first's grid with :func:`align`; the result carries
     the first channel's geometry as medcl reads it.
     """
     if not paths:
         raise ValueError("read_image needs at least one file")
     vols = [load_volume(p, kind="image") for p in paths]
     first = resolve_volume(vols[0])
-    for vol in vols[1:]:
-        check_geometry(first, vol, mode=mode, notes=notes)
-    data = np.stack([v.data for v in vols], axis=-1)
+    channels = [first] + [align(first, vol, mode=mode, notes=notes)[0] for vol in vols[1:]]
+    data = np.stack([v.data for v in channels], axis=-1)
     return Volume(data=data, affine=first.affine, header=first.header, path=Path(paths[0]))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from medcl.data.datasets import Case
-from medcl.data.geometry import GeometryNotes, check_geometry, read_image
+from medcl.data.geometry import GeometryNotes, align, read_image
 from medcl.data.io import Volume, load_nifti
 from medcl.data.labels import BACKGROUND, LabelSpec
 from medcl.data.preprocessing import (
@@ -83,8 +83,8 @@ def read_case(case: Case, spec: LabelSpec, *, geometry: str = "auto",
                         f"declares {spec.in_channels}")
     if case.label_path is None:
         return image, None
-    label = read_label(case.label_path, spec, case.label_kind)
-    check_geometry(image, label, mode=geometry, notes=notes)
+    label, _ = align(image, read_label(case.label_path, spec, case.label_kind), mode=geometry,
+                     notes=notes)
     return image, spec.to_indices(label.data, source=case.label_path, kind=case.label_kind)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from medcl.data.datasets import match_case
 from medcl.data.dicom import load_volume, volume_files
-from medcl.data.geometry import GeometryNotes, check_geometry, header_geometry
+from medcl.data.geometry import GeometryNotes, align, header_geometry
 from medcl.data.io import case_stem
 from medcl.data.labels import LabelSpec
 from medcl.errors import ConfigError, DataError
@@ -270,7 +270,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         gt.data = _merge(gt.data, merge_values)
         for volume in (gt, pred):
             check_label_values(volume, allowed)
-        if not check_geometry(gt, pred, mode=geometry, notes=notes):
+        pred, agrees = align(gt, pred, mode=geometry, notes=notes)
+        if not agrees:
             geometry_warnings.append(case)
         spacing = _spacing_of(gt, pred)
         cases[case] = case_metrics(pred.data, gt.data, classes, spacing, case_id=case,
@@ -286,8 +287,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
             if case not in images:
                 log.warning("case %s: no image in %s; overlay skipped", case, image_dir)
                 continue
-            image = load_volume(images[case], kind="image")
-            check_geometry(gt, image, mode=geometry, notes=notes)
+            image, _ = align(gt, load_volume(images[case], kind="image"), mode=geometry,
+                             notes=notes)
             paths = save_overlays(image.data, pred.data, gt.data, overlay_dir, case, classes,
                                   num_slices=num_overlay_slices, affine=image.affine)
             overlays[case] = [p.name for p in paths]
