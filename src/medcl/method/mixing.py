@@ -201,5 +201,9 @@ class InterImageMix:
 
     @staticmethod
     def mix_tags(tags: Tensor, partner: Tensor) -> Tensor:
-        """Class tags of the mixed images: the union of both partners' tags, ``(B, K)`` bool."""
-        return tags | tags[partner.to(tags.device)]
+        """Class tags of the mixed images ``(B, K)`` bool: the union of both partners' tags
+        where both are tagged; no tag where either is not (nothing is known of that image's
+        content, so the mix's existence loss must not push it onto its partner's classes)."""
+        partner_tags = tags[partner.to(tags.device)]
+        known = tags.any(dim=1) & partner_tags.any(dim=1)
+        return (tags | partner_tags) & known[:, None]
