@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
                            device=args.device, overwrite=args.overwrite, callback=bar)
     finally:
         bar.close()
-    from medcl.evaluation.evaluate import format_markdown
+    from medcl.evaluation.markdown import format_markdown
 
     print(format_markdown(summary))
     print(f"demo outputs in {args.out}")

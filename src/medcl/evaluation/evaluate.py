@@ -24,6 +24,7 @@ from medcl.data.geometry import GeometryNotes, check_geometry, header_geometry
 from medcl.data.io import case_stem
 from medcl.data.labels import LabelSpec
 from medcl.errors import ConfigError, DataError
+from medcl.evaluation.markdown import DICE_DECIMALS, format_markdown
 from medcl.evaluation.metrics import (
     BACKGROUND_VALUE,
     HD95_MEDPY,
@@ -42,11 +43,6 @@ log = logging.getLogger(__name__)
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-DICE_DECIMALS = 3
-MM_DECIMALS = 2
-#: decimals shown per metric in the Markdown and HTML reports.
-DECIMALS = {"dice": DICE_DECIMALS, "hd95": MM_DECIMALS, "assd": MM_DECIMALS}
-_HEADERS = {"dice": "Dice", "hd95": "HD95 (mm)", "assd": "ASSD (mm)"}
 AGGREGATION = ("Mean and std are over cases (population std, ddof=0). The 'overall' row first "
                "averages the foreground classes of each case, then takes mean and std over cases.")
 
@@ -328,65 +324,3 @@ def _group_summary(groups: dict[str, list[int]], group_cases: dict) -> dict:
         mean[name], std[name] = _stats([group_cases[c][name] for c in group_cases])
     return {"values": groups, "mean": mean, "std": std, "cases": group_cases,
             "mean_dice": float(np.mean([mean[n]["dice"] for n in groups]))}
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|")
-
-
-def _row(cells: list[object]) -> str:
-    return "| " + " | ".join(_cell(c) for c in cells) + " |"
-
-
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
-    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
-
-
-def mean_std_text(mean: Mapping[str, float], std: Mapping[str, float], metric: str) -> str:
-    """``"mean ± std"`` of ``metric`` with its report decimals."""
-    d = DECIMALS[metric]
-    return f"{mean[metric]:.{d}f} ± {std[metric]:.{d}f}"
-
-
-def metric_headers(summary: Mapping) -> dict[str, str]:
-    """Column header per metric; HD95's names the convention the summary was computed with."""
-    convention = summary.get("hd95_convention", HD95_MEDPY)
-    return {**_HEADERS, "hd95": f"HD95 {convention} (mm)"}
-
-
-def format_markdown(summary: Mapping) -> str:
-    """Markdown report of a summary from :func:`evaluate_folders` (or its ``summary.json``).
-
-    A table of mean ± std per class and overall, a per-case table, the cases penalised by the
-    empty-mask rule, and the metric definitions.
-    """
-    classes = list(summary["classes"])
-    lines = [f"# Segmentation evaluation ({summary['num_cases']} cases)", ""]
-    rows = [[name, *(mean_std_text(summary["mean"][name], summary["std"][name], m) for m in METRIC_NAMES)]
-            for name in classes]
-    overall = summary["overall"]
-    rows.append(["**Mean (foreground)**",
-                 *(mean_std_text(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
-    headers = metric_headers(summary)
-    lines += _table(["Class", *(headers[m] for m in METRIC_NAMES)], rows)
-    if summary.get("groups"):
-        grouped = summary["groups"]
-        rows = [[f"{n} {grouped['values'][n]}",
-                 *(mean_std_text(grouped["mean"][n], grouped["std"][n], m) for m in METRIC_NAMES)]
-                for n in grouped["values"]]
-        lines += ["", "## Groupings (union of the classes' values)", ""]
-        lines += _table(["Grouping", *(headers[m] for m in METRIC_NAMES)], rows)
-        lines += ["", f"Mean Dice of the groupings: {grouped['mean_dice']:.{DICE_DECIMALS}f}"]
-
-    lines += ["", "## Per case", ""]
-    header = ["Case", *(f"{n} {headers[m]}" for n in classes for m in METRIC_NAMES)]
-    rows = [[case, *(f"{res[n][m]:.{DECIMALS[m]}f}" for n in classes for m in METRIC_NAMES)]
-            for case, res in summary["cases"].items()]
-    lines += _table(header, rows)
-
-    if summary.get("flagged"):
-        lines += ["", "## Empty-mask penalties", "",
-                  "Dice 0 and HD95 = ASSD = volume diagonal for:", ""]
-        lines += [f"- {f['case']} / {f['class']}: {f['reason']}" for f in summary["flagged"]]
-    lines += ["", "## Definitions", "", summary["definitions"], ""]
-    return "\n".join(lines)

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from medcl.errors import ConfigError
-from medcl.evaluation.evaluate import DECIMALS, mean_std_text, metric_headers
+from medcl.evaluation.markdown import DECIMALS, mean_std_text, metric_headers
 from medcl.evaluation.metrics import METRIC_NAMES
 from medcl.evaluation.overlay import class_colours
 from medcl.extras import require
