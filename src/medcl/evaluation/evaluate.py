@@ -36,8 +36,9 @@ from medcl.evaluation.metrics import (
     definitions,
     empty_mask_flags,
 )
-from medcl.evaluation.overlay import save_overlays
+from medcl.evaluation.overlay import overlay_files, save_overlays
 from medcl.files import atomic_write_text, check_writable
+from medcl.ownership import OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,22 @@ def spec_options(spec: LabelSpec) -> dict:
             "merge_values": {v: values[n] for v, n in spec.kind().map.items()}}
 
 
+def _check_outputs(out_dir, overlay_dir, case_ids: list[str]) -> dict[str, OutputFolder]:
+    """The records of the summary's and the overlays' folders (overlays inside ``out_dir`` are
+    in its record), once what evaluate replaces there is found to be medcl's own."""
+    records = {}
+    if out_dir is not None:
+        records["summary"] = OutputFolder(check_writable(out_dir), "evaluate")
+        records["summary"].check([Path(out_dir) / n for n in (SUMMARY_JSON, SUMMARY_MD)],
+                                 overwrite=True)
+    if overlay_dir is not None:
+        inside = out_dir is not None and records["summary"].holds(overlay_dir)
+        records["overlays"] = records["summary"] if inside else OutputFolder(overlay_dir, "evaluate")
+        records["overlays"].check([p for c in case_ids for p in overlay_files(overlay_dir, c)],
+                                  overwrite=True)
+    return records
+
+
 def _spacing_of(gt, pred) -> tuple[float, float, float]:
     """The ground truth's spacing, or the prediction's when the ground truth lost its geometry."""
     return pred.spacing if header_geometry(gt.header).lost else gt.spacing
@@ -219,7 +236,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         merge_values: ground-truth value -> the value it counts as (merged classes, from the
             description's ``dense`` label kind: MyoPS's RV ``{600: 0}``).
         geometry: geometry policy of :mod:`medcl.data.geometry` (prediction vs ground truth).
-        out_dir: if given, ``summary.json`` and ``summary.md`` are written there.
+        out_dir: if given, ``summary.json`` and ``summary.md`` are written there (replacing
+            only medcl's own, :mod:`medcl.ownership`).
         overlay_dir: if given (with ``image_dir``), overlay PNGs per case are written there.
         image_dir: folder of the images, matched to cases like the ground truth.
         num_overlay_slices: slices with the most foreground per case in the overlays; the
@@ -239,14 +257,14 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
 
     Raises:
         DataError: files without partners, unreadable files, or a prediction (or image) whose
-            shape or affine differs from its ground truth. The message names the file.
+            shape or affine differs from its ground truth, or a file medcl did not write where
+            an output goes. The message names the file.
         ConfigError: invalid options.
     """
     classes = _check_options(class_values, overlay_dir, image_dir, num_overlay_slices,
                              hd95_convention)
     pairs = pair_predictions(gt_dir, pred_dir)
-    if out_dir is not None:  # before the metrics, the expensive part
-        check_writable(out_dir)
+    records = _check_outputs(out_dir, overlay_dir, [c for c, _, _ in pairs])  # before the metrics
     if classes is None:
         classes = _classes_from_gt([gt for _, _, gt in pairs])
     allowed = {BACKGROUND_VALUE, *classes.values()}
@@ -286,6 +304,7 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
             check_geometry(gt, image, mode=geometry, notes=notes)
             paths = save_overlays(image.data, pred.data, gt.data, overlay_dir, case, classes,
                                   num_slices=num_overlay_slices, affine=image.affine)
+            records["overlays"].record(paths)
             overlays[case] = [p.name for p in paths]
 
     notes.warn(str(pred_dir))
@@ -314,6 +333,7 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         out_dir = Path(out_dir)
         atomic_write_text(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
         atomic_write_text(out_dir / SUMMARY_MD, format_markdown(summary))
+        records["summary"].record([out_dir / SUMMARY_JSON, out_dir / SUMMARY_MD])
         log.info("wrote %s and %s to %s", SUMMARY_JSON, SUMMARY_MD, out_dir)
     return summary
 
