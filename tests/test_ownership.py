@@ -1,6 +1,8 @@
 """Outputs medcl owns: a record per output folder; ``--overwrite`` replaces or removes only
-medcl's own files (issue #36)."""
+medcl's own files; ``convert`` owns its layout; what an nnU-Net ``dataset.json`` declares is
+checked against its files (issue #36)."""
 
+import json
 import logging
 
 import numpy as np
@@ -8,6 +10,9 @@ import pytest
 from conftest import tiny_config, write_nifti
 
 from medcl.cli import main
+from medcl.data.convert import convert_to_nnunet
+from medcl.data.datasets import discover
+from medcl.data.synthetic import generate_dataset
 from medcl.demo import _prepare_out
 from medcl.errors import ConfigError, DataError
 from medcl.evaluation.evaluate import evaluate_folders
@@ -16,6 +21,9 @@ from medcl.ownership import MANIFEST_NAME, OutputFolder
 from medcl.training.run import train
 
 SHAPE = (6, 6, 2)
+SPEC = {"labels": {"background": 0, "LV": 1, "ignore": 2}, "channel_names": {"0": "MR"}}
+#: generated datasets small enough to convert in a second
+SMALL = {"shape": (64, 64, 2), "num_val": 1, "num_test": 1}
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +132,49 @@ def test_train_never_writes_over_a_file_medcl_did_not_write(tiny_dataset, tmp_pa
     assert (run / "metrics.jsonl").read_text() == "my notes\n"
 
 
+# -- convert owns its output (item 1) -----------------------------------------------------------
+def test_convert_overwrite_removes_its_stale_cases_and_keeps_other_files(tmp_path, caplog):
+    first = generate_dataset(tmp_path / "first", num_train=3, seed=0, **SMALL)  # case01..05
+    second = generate_dataset(tmp_path / "second", num_train=2, seed=1, **SMALL)  # case01..04
+    out = tmp_path / "nnunet"
+    convert_to_nnunet(first, out)
+    (out / "README.txt").write_text("my notes")
+    with caplog.at_level(logging.WARNING):
+        convert_to_nnunet(second, out, overwrite=True)
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [
+        "case01_DE_0000.nii.gz", "case02_DE_0000.nii.gz", "case03_DE_0000.nii.gz"]
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["case04_DE_0000.nii.gz"]
+    assert json.loads((out / "dataset.json").read_text())["numTraining"] == 3
+    converted = discover(out)
+    assert [len(converted.cases(s)) for s in ("train", "val", "test")] == [2, 1, 1]
+    assert (out / "README.txt").read_text() == "my notes"
+    assert "left 1 files medcl did not write" in caplog.text and "README.txt" in caplog.text
+
+
+def test_convert_refuses_files_it_did_not_write_where_it_writes(tmp_path):
+    source = generate_dataset(tmp_path / "source", num_train=1, **SMALL)
+    out = tmp_path / "nnunet"
+    convert_to_nnunet(source, out)
+    stray = out / "imagesTr" / "zz_0000.nii.gz"
+    stray.write_bytes(b"user data")
+    with pytest.raises(DataError, match="zz_0000.nii.gz: was not written by medcl, but lies "
+                       "where it writes the dataset"):
+        convert_to_nnunet(source, out, overwrite=True)
+    assert stray.read_bytes() == b"user data"
+
+
+# -- convert into its own source (item 3) --------------------------------------------------------
+@pytest.mark.parametrize("where", ["same", "inside", "parent"])
+def test_convert_refuses_an_output_overlapping_the_source(where, tmp_path, capsys):
+    source = generate_dataset(tmp_path / "source", num_train=1, num_val=0, num_test=0,
+                              shape=SMALL["shape"])
+    out = {"same": source, "inside": source / "nnunet", "parent": tmp_path}[where]
+    before = sorted(tmp_path.rglob("*"))
+    assert main(["convert", str(source), str(out), "--overwrite"]) == 2
+    assert "the output folder is, holds or lies inside the input" in capsys.readouterr().err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 # -- predict --overwrite --continue (item 4) ------------------------------------------------------
 def test_predict_refuses_overwrite_with_continue(predictor, trained_run, tmp_path, capsys):
     images, out = _images(tmp_path / "in"), tmp_path / "out"
@@ -136,3 +187,56 @@ def test_predict_refuses_overwrite_with_continue(predictor, trained_run, tmp_pat
                        r"\(--continue\) contradict each other"):
         predict_path(images, out, predictor, overwrite=True, skip_existing=True)
     assert not out.exists()
+
+
+# -- an nnU-Net dataset.json checked against its files (item 1) -----------------------------------
+def _nnunet(root, cases=("a", "b", "c"), stem="{case}_0000", **fields):
+    for case in cases:
+        write_nifti(root / "imagesTr" / f"{stem.format(case=case)}.nii.gz",
+                    np.zeros(SHAPE, np.float32))
+        write_nifti(root / "labelsTr" / f"{case}.nii.gz", np.zeros(SHAPE, np.uint8))
+    desc = {**SPEC, "file_ending": ".nii.gz", "numTraining": len(cases), **fields}
+    (root / "dataset.json").write_text(json.dumps(desc))
+    return root
+
+
+def test_num_training_must_be_the_cases_in_imagesTr(tmp_path):
+    root = _nnunet(tmp_path, numTraining=2)
+    with pytest.raises(DataError, match=r"dataset.json: numTraining is 2 but .*imagesTr holds 3 "
+                       "cases"):
+        discover(root)
+
+
+@pytest.mark.parametrize("stem", ["{case}_0000", "{case}"])
+def test_channel_names_checked_against_the_files(stem, tmp_path):
+    root = _nnunet(tmp_path, stem=stem, channel_names={"0": "T2", "1": "LGE"})
+    with pytest.raises(DataError, match=r"dataset.json: channel_names declares 2 channels "
+                       r"\['T2', 'LGE'\] but the images in .*imagesTr have 1 channel \(e.g. a"):
+        discover(root)
+
+
+def test_file_ending_checked_against_the_files(tmp_path, caplog):
+    root = _nnunet(tmp_path, file_ending=".png")
+    with pytest.raises(DataError, match="dataset.json: file_ending '.png': medcl reads NIfTI "
+                       "files only"):
+        discover(root)
+    _nnunet(tmp_path)
+    (tmp_path / "labelsTr" / "c.nii.gz").rename(tmp_path / "labelsTr" / "c.nii")
+    with caplog.at_level(logging.WARNING):
+        assert len(discover(root).cases("train")) == 3  # still usable: a warning
+    assert "1 files do not end in the file_ending '.nii.gz'" in caplog.text
+    assert "e.g. c.nii" in caplog.text
+
+
+def test_split_file_checked_against_imagesTr(tmp_path, caplog):
+    root = _nnunet(tmp_path)
+    split = root / "splits_final.json"
+    split.write_text(json.dumps([{"train": ["a", "x"], "val": ["b"]}]))
+    with pytest.raises(DataError, match=r"splits_final.json: cases \['x'\] are not in imagesTr"):
+        discover(root)
+    split.write_text(json.dumps([{"train": ["a"], "val": ["b"]}]))
+    with caplog.at_level(logging.WARNING):
+        dataset = discover(root)
+    assert [c.case_id for c in dataset.cases("train")] == ["a"]
+    assert [c.case_id for c in dataset.cases("val")] == ["b"]
+    assert "cases ['c'] of imagesTr are in neither train nor val" in caplog.text

@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from medcl.data.io import Volume, save_nifti
 from medcl.data.labels import LabelSpec
+from medcl.data.nnunet import FILE_ENDING
 from medcl.data.scribble import breadth_first_piece
 from medcl.errors import ConfigError, DataError
 from medcl.files import atomic_write_text
@@ -344,7 +345,7 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 8, num_val:
     meta = {**spec.to_dict(), "name": name,
             "description": f"synthetic cardiac short-axis stacks, seed {seed}"}
     if layout == "nnunet":
-        meta.update({"file_ending": ".nii.gz", "numTraining": num_train})
+        meta.update({"file_ending": FILE_ENDING, "numTraining": num_train})
     atomic_write_text(out / "dataset.json", json.dumps(meta, indent=2) + "\n")
     outputs.record([out / "dataset.json"])
     log.info("wrote %d synthetic cases (%s layout) to %s", total, layout, out)
