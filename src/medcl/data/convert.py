@@ -19,9 +19,9 @@ the same slices as on the source.
 
 The output folder is convert's own: it records what it writes (:mod:`medcl.ownership`), and
 ``overwrite`` replaces an earlier conversion there, removing its cases that this one does not
-write again. A file convert did not write in ``imagesTr``, ``labelsTr``, ``imagesTs``,
-``labelsTs`` or at ``dataset.json``/``splits_final.json`` would be read as part of the dataset:
-the conversion is refused. Other files in the folder are left alone, named in a warning. An
+write again. A file convert did not write in a folder it writes (``imagesTr``, ``labelsTr``,
+``imagesTs``, ``labelsTs`` when the test split has labels) or at ``dataset.json``/
+``splits_final.json`` would be read as part of the dataset: the conversion is refused. Other files in the folder are left alone, named in a warning. An
 output folder that is, holds or lies inside the source is refused.
 """
 
