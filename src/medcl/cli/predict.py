@@ -41,10 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="header geometry policy for the channels (default: the run's)")
     p.add_argument("--overlays", type=bounded(int, 0), default=0, metavar="N",
                    help="write N overlay PNGs per case into OUTPUT/overlays")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the predictions this run writes (nothing else)")
-    p.add_argument("--continue", dest="skip_existing", action="store_true",
-                   help="skip cases whose prediction already exists")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace the predictions this run writes that medcl wrote "
+                          "(nothing else)")
+    existing.add_argument("--continue", dest="skip_existing", action="store_true",
+                          help="skip cases whose prediction already exists")
     p.set_defaults(func=run)
 
 

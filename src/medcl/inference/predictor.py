@@ -30,8 +30,8 @@ from medcl.data.preprocessing import (
 )
 from medcl.errors import CasesFailed, ConfigError, DataError, MedclError, WriteError
 from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
-from medcl.evaluation.overlay import save_overlays
-from medcl.files import check_writable, paths_overlap
+from medcl.evaluation.overlay import overlay_files, save_overlays
+from medcl.files import check_writable
 from medcl.inference.postprocessing import (
     POSTPROCESSING_MODES,
     Postprocessing,
@@ -40,6 +40,7 @@ from medcl.inference.postprocessing import (
 )
 from medcl.inference.window import Window, inference_window
 from medcl.models import build_model
+from medcl.ownership import OutputFolder, check_output_outside
 from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_checkpoint
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward, resolve_precision
@@ -245,36 +246,47 @@ def label_dtype(spec: LabelSpec) -> type:
 
 def _check_output(input_path: Path, output_dir: Path) -> None:
     """Refuse an output folder that is, holds or lies inside the input; warn of stale summaries."""
-    if paths_overlap(input_path, output_dir):
-        raise DataError(f"{output_dir}: the output folder is, holds or lies inside the input "
-                        f"{input_path}; choose an output folder outside it")
+    check_output_outside(input_path, output_dir)
     stale = [output_dir / name for name in STALE_NEIGHBOURS if (output_dir / name).exists()]
     if stale:
         log.warning("%s: left from an earlier evaluation; it does not describe the new "
                     "predictions (run medcl evaluate again)", ", ".join(map(str, stale)))
 
 
+def _case_outputs(output_dir: Path, case_id: str, save_probs: bool, overlays: bool) -> list[Path]:
+    """The files predicting a case writes: its label map, its probabilities, and its overlays
+    that exist already (their names depend on the slices chosen)."""
+    files = [output_dir / f"{case_id}.nii.gz"]
+    if save_probs:
+        files.append(output_dir / PROBS_DIR / f"{case_id}.nii.gz")
+    return files + (overlay_files(output_dir / OVERLAY_DIR, case_id) if overlays else [])
+
+
 def predict_case(predictor: Predictor, paths: tuple[Path, ...], target: Path, *,
                  save_probs: bool = False, largest_component: bool = False,
-                 overlay_slices: int = 0, notes: GeometryNotes | None = None) -> None:
+                 overlay_slices: int = 0, notes: GeometryNotes | None = None) -> list[Path]:
     """Predict one case (its channel files) into ``target`` (and its probabilities and overlays
-    beside it). The channels are read with the predictor's geometry policy; ``target`` gets the
-    image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`)."""
+    beside it); return the files written. The channels are read with the predictor's geometry
+    policy; ``target`` gets the image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`)."""
     image = read_image(paths, mode=predictor.geometry, notes=notes)
     spec, case_id, output_dir = predictor.spec, case_stem(target), target.parent
+    written = []
     if save_probs:  # the whole volume's probabilities are needed anyway
         probs = predictor.predict_volume(image)
         labels = predictor.segment(probs, largest_component=largest_component)
         save_nifti(output_dir / PROBS_DIR / target.name, probs, image, dtype=np.float32)
+        written.append(output_dir / PROBS_DIR / target.name)
         del probs
     else:
         labels = predictor.label_volume(image, largest_component=largest_component)
     save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
+    written.append(target)
     if overlay_slices:
         values = dict(zip(spec.foreground_names, spec.label_values[1:]))
-        save_overlays(image.data[..., 0], spec.to_values(labels), None,
-                      output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices,
-                      affine=image.affine)
+        written += save_overlays(image.data[..., 0], spec.to_values(labels), None,
+                                 output_dir / OVERLAY_DIR, case_id, values,
+                                 num_slices=overlay_slices, affine=image.affine)
+    return written
 
 
 def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
@@ -288,15 +300,18 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     folder holding one DICOM series (:mod:`medcl.data.dicom`).
 
     Outputs keep the input's grid and geometry (as :mod:`medcl.data.geometry` reads it, written
-    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if any output already exists and neither ``overwrite`` nor
-    ``skip_existing`` is set; ``overwrite`` replaces only the files this prediction writes.
-    A case that fails (unreadable, wrong geometry, ...) does not stop the others.
+    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if
+    any output already exists and neither ``overwrite`` nor ``skip_existing`` is set;
+    ``overwrite`` replaces only the files this prediction writes, and only those medcl wrote
+    (:mod:`medcl.ownership`: a file of the user's in the way is an error, whatever
+    ``overwrite``). A case that fails (unreadable, wrong geometry, ...) does not stop the others.
 
     Args:
         save_probs: also write ``output_dir/probs/{case}.nii.gz``: ``(X, Y, Z, K)`` float32
             probabilities (a sub-folder, so ``output_dir`` stays a folder of label maps).
         largest_component: keep only the largest 3D component of each class.
-        skip_existing: leave cases whose ``{case}.nii.gz`` already exists as they are.
+        skip_existing: leave cases whose ``{case}.nii.gz`` already exists as they are (not with
+            ``overwrite``).
         overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
         progress: called with each case id once it is done (or skipped, or failed).
 
@@ -304,6 +319,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         the label maps written.
 
     Raises:
+        ConfigError: both ``overwrite`` and ``skip_existing``.
         DataError: the input is missing or overlaps ``output_dir``, or outputs exist.
         WriteError: an output could not be written (full disk, read-only folder): stops at once.
         CasesFailed: (folder input) after every other case was predicted, naming each failed
@@ -315,22 +331,27 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     _check_output(input_path, output_dir)
     if overlay_slices < 0:
         raise ConfigError(f"overlay_slices must be >= 0, got {overlay_slices}")
+    if overwrite and skip_existing:
+        raise ConfigError("overwrite (--overwrite) and skip_existing (--continue) contradict each "
+                          "other: choose one")
     cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
     targets = {c: output_dir / f"{c}.nii.gz" for c in cases}
     existing = [c for c, p in targets.items() if p.exists()]
     if existing and skip_existing:
         log.info("%d cases already predicted in %s; skipped", len(existing), output_dir)
         cases = {c: p for c, p in cases.items() if c not in existing}
-    elif existing and not overwrite:
-        raise DataError(f"{targets[existing[0]]}: output already exists ({len(existing)} files); "
-                        "pass --overwrite to replace predictions or --continue to skip them")
+    outputs = OutputFolder(output_dir, "predict")
+    outputs.check([f for c in cases for f in _case_outputs(output_dir, c, save_probs,
+                                                           overlay_slices > 0)],
+                  overwrite=overwrite,
+                  hint="pass --overwrite to replace predictions or --continue to skip them")
     check_writable(output_dir)
     written, failures, notes = [], {}, GeometryNotes()
     for case_id, paths in cases.items():
         try:
-            predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
-                         largest_component=largest_component, overlay_slices=overlay_slices,
-                         notes=notes)
+            outputs.record(predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
+                                        largest_component=largest_component,
+                                        overlay_slices=overlay_slices, notes=notes))
             written.append(targets[case_id])
         except MedclError as exc:
             if isinstance(exc, WriteError) or input_path.is_file():

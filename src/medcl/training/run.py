@@ -27,8 +27,10 @@ from medcl.training.run_folder import (
     CONFIG_NAME,
     PATH_KEYS,
     absolute_paths,
+    check_run_files,
     check_same_dataset,
     clean_temporaries,
+    record_run_files,
     run_state,
     truncate_metrics,
     write_cases,
@@ -63,7 +65,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """Check the run folder before any data is loaded; the checkpoint to resume, if any.
 
     Raises:
-        DataError: a fresh run in a folder that holds one, or ``resume`` with no run there.
+        DataError: a fresh run in a folder that holds one or a file medcl did not write where a
+            run file goes, or ``resume`` with no run there.
         WriteError: the folder cannot be written.
     """
     state = run_state(run_dir)
@@ -75,6 +78,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
         raise DataError(f"{run_dir}: already holds a run; pass --resume or choose another "
                         f"--out{hint}")
     if distributed.from_env().is_main:
+        if not resume:
+            check_run_files(run_dir)
         check_writable(run_dir / CHECKPOINT_DIR)
         clean_temporaries(run_dir)
     return checkpoint_path(run_dir, "last") if state == "checkpointed" else None
@@ -118,6 +123,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     elif resume:
         log.info("%s has no checkpoint: starting from step 0 with its configuration", run_dir)
     if trainer.dist.is_main:
+        record_run_files(run_dir)
         truncate_metrics(run_dir, trainer.state["step"])
         write_cases(run_dir, cases)
     try:

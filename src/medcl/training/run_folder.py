@@ -1,6 +1,9 @@
 """The run folder: ``config.json`` (every option, resolved), ``cases.json`` (the case ids of each
-split the run was trained on), ``metrics.jsonl`` (one record per logged step or validation) and
-``checkpoints/{best,last}.pt``; and the helpers that keep it consistent across kills and resumes.
+split the run was trained on), ``metrics.jsonl`` (one record per logged step or validation),
+``checkpoints/{best,last}.pt`` and ``postprocessing.json``; and the helpers that keep it
+consistent across kills and resumes. The run records these files as medcl's in the folder's
+record (:mod:`medcl.ownership`) when it starts, so ``demo --overwrite`` removes them and nothing
+else; a fresh run refuses a file medcl did not write where one of them goes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from pathlib import Path
 from medcl.data.labels import LabelSpec
 from medcl.errors import DataError
 from medcl.files import atomic_write_text, remove_stale_temporaries
-from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path
+from medcl.inference.postprocessing import POSTPROCESSING_FILE
+from medcl.ownership import OutputFolder
+from medcl.runtime.checkpoint import CHECKPOINT_DIR, CHECKPOINT_NAMES, checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,27 @@ def absolute_paths(options: dict) -> dict:
     """``options`` with its :data:`PATH_KEYS` made absolute (``None`` and ``""`` kept)."""
     return {k: str(Path(v).absolute()) if k in PATH_KEYS and v else v
             for k, v in options.items()}
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files a run writes in its folder (rewritten while it trains)."""
+    return ([run_dir / n for n in (CONFIG_NAME, CASES_NAME, METRICS_NAME, POSTPROCESSING_FILE)]
+            + [checkpoint_path(run_dir, n) for n in CHECKPOINT_NAMES])
+
+
+def check_run_files(run_dir: Path) -> None:
+    """A fresh run writes over its own leftovers only (a run killed before its configuration
+    was saved), never over a file medcl did not write.
+
+    Raises:
+        DataError: naming the file.
+    """
+    OutputFolder(run_dir, "train").check(run_files(run_dir), overwrite=True)
+
+
+def record_run_files(run_dir: Path) -> None:
+    """Record the run's files as medcl's, before it writes them."""
+    OutputFolder(run_dir, "train").record(run_files(run_dir))
 
 
 def clean_temporaries(run_dir: Path) -> None:
