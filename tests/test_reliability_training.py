@@ -186,3 +186,21 @@ def test_every_torch_load_is_weights_only():
     calls = [(p, m.group(0)) for p in src.rglob("*.py")
              for m in re.finditer(r"torch\.load\([^)]*\)", p.read_text())]
     assert calls and all("weights_only=True" in call for _, call in calls), calls
+
+
+# -- issue #36 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags, message", [
+    (["--crop-size", "37"], "crop_size must be a multiple of 4 for model 'unet' with widths "
+                            "[4, 8, 16] (it halves its input 2 times), got 37; e.g. 36 or 40"),
+    (["--lr", "nan"], "lr must be finite and > 0, got nan"),
+    (["--weight-decay", "-1"], "weight_decay must be finite and >= 0, got -1.0"),
+])
+def test_bad_option_exits_2_before_reading_data_and_writes_nothing(flags, message, tiny_dataset,
+                                                                   tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run_module, "load_training_data",
+                        lambda *a, **k: pytest.fail("data loaded before the options were checked"))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(run), *TRAIN_FLAGS,
+                 *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"medcl train: error: {message}"]
+    assert not run.exists()
