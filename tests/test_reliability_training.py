@@ -276,3 +276,25 @@ def test_random_bytes_are_not_a_pytorch_checkpoint(tmp_path):
     with pytest.raises(DataError, match=r"zipped.pt: refused: loading it would run code \(it "
                                         r"holds posix.system;"):
         load_checkpoint(zipped)
+
+
+def test_sigint_during_startup_imports_exits_130_in_one_line():
+    """Ctrl-C while torch is being imported (the seconds before any command runs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import medcl
+
+    code = ("import sys\n"
+            "class CtrlC:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, CtrlC())\n"
+            "from medcl.cli import main\n"  # what the console script `medcl` does
+            "sys.exit(main(['train', '--help']))\n")
+    src = Path(medcl.__file__).parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(src)})
+    assert (proc.returncode, proc.stderr) == (130, "medcl: interrupted\n")
