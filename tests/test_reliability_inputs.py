@@ -265,3 +265,43 @@ def test_every_numeric_option_declares_its_range_and_refuses_nan(tmp_path):
     with pytest.raises(ConfigError) as info:
         TrainConfig.from_file(stored)
     assert str(info.value) == f"{stored}: lr must be finite and > 0, got nan"
+
+
+@pytest.fixture
+def annotate_root(tmp_path):
+    from medcl.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path / "ds", num_train=2, num_val=1, num_test=0,
+                            shape=(32, 40, 3), seed=2)
+
+
+def test_annotate_port_in_use_is_one_line_and_exit_2(annotate_root, monkeypatch, capsys):
+    import socket
+
+    pytest.importorskip("fastapi", reason="medcl[annotate] is not installed (fastapi)")
+    pytest.importorskip("uvicorn", reason="medcl[annotate] is not installed (uvicorn)")
+    from medcl.annotate import server
+
+    monkeypatch.setattr(server, "open_session", lambda *a, **k: pytest.fail("session opened"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["annotate", str(annotate_root), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"medcl annotate: error: 127.0.0.1:{port}: the port is in use (another medcl "
+                   "annotate?); choose another with --port"]
+
+
+def test_annotate_skips_a_case_whose_image_links_out_of_the_dataset(annotate_root, tmp_path,
+                                                                     caplog):
+    from medcl.annotate.cases import CaseStore
+
+    image = annotate_root / "train/images/case01_DE.nii.gz"
+    shutil.move(image, tmp_path / "outside.nii.gz")
+    image.symlink_to(tmp_path / "outside.nii.gz")  # its scribble file stays in the dataset
+    with caplog.at_level(logging.WARNING):
+        store = CaseStore(annotate_root)
+    assert sorted(store.cases) == ["case02_DE"]
+    assert f"{image}: resolves outside {annotate_root.resolve()}; case 'case01_DE' skipped" \
+        in caplog.text
