@@ -153,3 +153,30 @@ def test_predict_single_bad_file_is_its_own_error(predictor, tmp_path):
     with pytest.raises(DataError, match="a.nii.gz: not a readable NIfTI") as info:
         predict_path(images / "a.nii.gz", tmp_path / "out", predictor)
     assert not isinstance(info.value, CasesFailed)
+
+
+def test_postprocess_checks_the_run_folder_before_computing(tiny_dataset, tmp_path, monkeypatch,
+                                                            capsys):
+    """A read-only run folder (simulated: tests run as root, which may write anywhere)."""
+    import errno
+    import tempfile
+
+    from medcl.training import postprocessing_choice
+    from medcl.training.run import train
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_dataset, iterations=2, val_interval=2, postprocessing="none"), run)
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and os.path.samefile(dir, run):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(postprocessing_choice, "load_run_validation",
+                        lambda cfg: pytest.fail("validation cases read before the check"))
+    assert main(["postprocess", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"medcl postprocess: error: {run}: cannot write "
+                                               "(PermissionError: [Errno 13] Permission denied")

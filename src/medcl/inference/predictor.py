@@ -41,7 +41,13 @@ from medcl.inference.postprocessing import (
 from medcl.inference.window import Window, inference_window
 from medcl.models import build_model
 from medcl.ownership import OutputFolder, check_output_outside
-from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_checkpoint
+from medcl.runtime.checkpoint import (
+    CHECKPOINT_DIR,
+    checkpoint_path,
+    describe_network,
+    load_checkpoint,
+    load_weights,
+)
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward, resolve_precision
 
@@ -123,7 +129,7 @@ class Predictor:
         if "cache_size" in kwargs_model:  # prediction sees each slice once: nothing to cache
             kwargs_model["cache_size"] = 0
         model = build_model(**kwargs_model)
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], source=path, what=describe_network(kwargs_model))
         cfg = state["config"]
         kwargs.setdefault("window", inference_window(
             model, crop_mode=cfg.get("crop_mode", "random"), crop_size=cfg["crop_size"],

@@ -28,6 +28,8 @@ from medcl.errors import ConfigError
 
 BOX_POLICIES = ("roi", "random")
 PARTNERS = ("reverse", "shuffle")
+#: the largest intra-mix rotation, in degrees (half a turn: larger angles repeat smaller ones)
+MAX_ANGLE = 180.0
 
 
 def sample_beta(alpha: float, n: int, generator: torch.Generator) -> Tensor:
@@ -88,8 +90,8 @@ class IntraImageMix:
                  blend: bool = True) -> None:
         if box not in BOX_POLICIES:
             raise ConfigError(f"unknown box policy {box!r}; valid: {', '.join(BOX_POLICIES)}")
-        if not 0 <= max_angle <= 180:
-            raise ConfigError(f"max_angle must be in [0, 180] degrees, got {max_angle}")
+        if not 0 <= max_angle <= MAX_ANGLE:
+            raise ConfigError(f"max_angle must be in [0, {MAX_ANGLE:g}] degrees, got {max_angle}")
         if not 0 < box_min <= box_max <= 1:
             raise ConfigError(f"need 0 < box_min <= box_max <= 1, got {box_min}, {box_max}")
         if roi_margin < 0 or beta <= 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -84,6 +84,29 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
 
 #: models whose image encoder is a SAM-family one (prompt-based heads, fixed input size).
 SAM_MODELS = ("lite_medsam", "sam_vit_b", "sam_tiny")
+#: the default widths of each UNet builder (their number sets the UNet's depth)
+UNET_DEFAULT_WIDTHS = {"unet": UNET_WIDTHS, "unet_small": UNET_SMALL_WIDTHS,
+                       "unet_large": UNET_LARGE_WIDTHS}
+
+
+def _check_registered(name: str) -> None:
+    if name not in MODEL_REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODEL_REGISTRY))}")
+
+
+def input_size_divisor(name: str, *, widths: Sequence[int] | None = None) -> int:
+    """What the height and width of an input of model ``name`` must be divisible by, known
+    without building it (building a SAM model reads its weights): ``2 ** depth`` for a UNet of
+    ``widths`` (default: the builder's), 1 for the SAM family (it resizes any input itself).
+
+    Raises:
+        ConfigError: ``name`` is not registered, or ``widths`` cannot build a UNet.
+    """
+    _check_registered(name)
+    default = UNET_DEFAULT_WIDTHS.get(name)
+    if default is None:
+        return SamSegmenter.size_divisor
+    return UNet.size_divisor_for(widths or default)
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -94,8 +117,7 @@ def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any)
     Raises:
         ConfigError: if ``name`` is not registered, or an option is invalid.
     """
-    if name not in MODEL_REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODEL_REGISTRY))}")
+    _check_registered(name)
     try:
         return MODEL_REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
     except TypeError as exc:  # an unknown keyword argument

@@ -27,6 +27,7 @@ import numpy as np
 from medcl.data.labels import LabelSpec
 from medcl.data.slices import PreparedCase
 from medcl.errors import DataError
+from medcl.files import check_writable
 from medcl.inference.postprocessing import (
     CENTRE_FRACTIONS,
     Postprocessing,
@@ -96,11 +97,13 @@ def select_postprocessing(run_dir: str | os.PathLike, cases: list[PreparedCase] 
 
     Raises:
         DataError: the run has no configuration, or no labelled validation case.
+        WriteError: ``run_dir`` cannot be written (found before anything is computed).
     """
     if cases is None:
         path = Path(run_dir) / CONFIG_NAME
         if not path.is_file():
             raise DataError(f"{path}: no run in {run_dir}")
+        check_writable(run_dir)
         cases = load_run_validation(TrainConfig.from_file(path))
     if not cases:
         raise DataError(f"{run_dir}: the run has no labelled validation case to choose on")

@@ -31,6 +31,7 @@ from medcl.training.run_folder import (
     check_same_dataset,
     clean_temporaries,
     record_run_files,
+    removed_if_no_step,
     run_state,
     truncate_metrics,
     write_cases,
@@ -91,6 +92,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     metrics.jsonl, checkpoints/}``. Under ``torchrun`` every process calls this (see
     :mod:`medcl.distributed`).
 
+    A run that fails before its first step takes back the files it wrote
+    (:func:`~medcl.training.run_folder.removed_if_no_step`), so it can simply be run again.
+
     Args:
         cfg: the configuration (for ``resume``, see :func:`resume_config`); ``data`` and
             ``labels`` are stored as absolute paths.
@@ -108,30 +112,32 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     """
     run_dir = Path(run_dir)
     last_path = _prepare_run_dir(run_dir, resume)
-    cfg = replace(cfg, **absolute_paths({k: getattr(cfg, k) for k in PATH_KEYS}))
-    set_threads(cfg.num_threads)
-    cache = run_dir / CACHE_DIR if cfg.slice_cache == "disk" else None
-    data, cfg = load_training_data(cfg, cache_dir=cache)
-    cases = {"train": [c.case_id for c in data.train], "val": [c.case_id for c in data.val]}
-    ckpt = load_checkpoint(last_path) if last_path is not None else None
-    if resume:
-        check_same_dataset(run_dir, cases, data.spec, ckpt and ckpt["label_spec"])
-    trainer = Trainer(cfg, data, run_dir, callback=callback)
-    if ckpt is not None:
-        trainer.restore(ckpt)
-        log.info("resumed %s at step %d", last_path, trainer.state["step"])
-    elif resume:
-        log.info("%s has no checkpoint: starting from step 0 with its configuration", run_dir)
-    if trainer.dist.is_main:
-        record_run_files(run_dir)
-        truncate_metrics(run_dir, trainer.state["step"])
-        write_cases(run_dir, cases)
-    try:
-        with StopSignal() as stop:
-            result = trainer.run(stop)
-        if cfg.postprocessing == "auto" and data.val and trainer.dist.is_main:
-            select_postprocessing(run_dir, data.val, device=cfg.device)
-        return result
-    finally:
-        if cache is not None and trainer.dist.is_main:
-            remove_cache(cache, cases["train"])
+    trainer: Trainer | None = None
+    with removed_if_no_step(run_dir, lambda: trainer.state["step"] if trainer else 0):
+        cfg = replace(cfg, **absolute_paths({k: getattr(cfg, k) for k in PATH_KEYS}))
+        set_threads(cfg.num_threads)
+        cache = run_dir / CACHE_DIR if cfg.slice_cache == "disk" else None
+        data, cfg = load_training_data(cfg, cache_dir=cache)
+        cases = {"train": [c.case_id for c in data.train], "val": [c.case_id for c in data.val]}
+        ckpt = load_checkpoint(last_path) if last_path is not None else None
+        if resume:
+            check_same_dataset(run_dir, cases, data.spec, ckpt and ckpt["label_spec"])
+        trainer = Trainer(cfg, data, run_dir, callback=callback)
+        if ckpt is not None:
+            trainer.restore(ckpt, source=last_path)
+            log.info("resumed %s at step %d", last_path, trainer.state["step"])
+        elif resume:
+            log.info("%s has no checkpoint: starting from step 0 with its configuration", run_dir)
+        if trainer.dist.is_main:
+            record_run_files(run_dir)
+            truncate_metrics(run_dir, trainer.state["step"])
+            write_cases(run_dir, cases)
+        try:
+            with StopSignal() as stop:
+                result = trainer.run(stop)
+            if cfg.postprocessing == "auto" and data.val and trainer.dist.is_main:
+                select_postprocessing(run_dir, data.val, device=cfg.device)
+            return result
+        finally:
+            if cache is not None and trainer.dist.is_main:
+                remove_cache(cache, cases["train"])

@@ -8,15 +8,23 @@ else; a fresh run refuses a file medcl did not write where one of them goes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
+from typing import Callable, Iterator
 
 from medcl.data.labels import LabelSpec
 from medcl.errors import DataError
-from medcl.files import atomic_write_text, remove_stale_temporaries
+from medcl.files import (
+    atomic_write_text,
+    missing_folders,
+    remove_empty_folders,
+    remove_stale_temporaries,
+)
 from medcl.inference.postprocessing import POSTPROCESSING_FILE
-from medcl.ownership import OutputFolder
+from medcl.ownership import MANIFEST_NAME, OutputFolder
+from medcl.runtime import distributed
 from medcl.runtime.checkpoint import CHECKPOINT_DIR, CHECKPOINT_NAMES, checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -26,6 +34,8 @@ METRICS_NAME = "metrics.jsonl"
 CASES_NAME = "cases.json"
 #: configuration keys that hold paths; stored absolute so a run resumes from any directory.
 PATH_KEYS = ("data", "labels")
+#: the files a run writes at the top of its folder (checkpoints/ and the slice cache aside)
+RUN_FILES = (CONFIG_NAME, CASES_NAME, METRICS_NAME)
 
 
 def absolute_paths(options: dict) -> dict:
@@ -113,3 +123,26 @@ def run_state(run_dir: Path) -> str:
         return "checkpointed"
     return "configured" if (Path(run_dir) / CONFIG_NAME).is_file() else "empty"
 
+
+@contextlib.contextmanager
+def removed_if_no_step(run_dir: Path, step: Callable[[], int]) -> Iterator[None]:
+    """Take back what a run wrote in ``run_dir`` if it fails before its first step.
+
+    Such a run has nothing to resume; its ``config.json`` left behind would make the retry
+    "already hold a run" (and ``--resume`` reuse the configuration that failed). On an exception
+    while ``step()`` is 0, the :data:`RUN_FILES` (and the output record) that did not exist
+    before and the folders that
+    did not exist (if empty) are removed; whatever was there before is left as it was.
+    """
+    new_files = [run_dir / name for name in (*RUN_FILES, MANIFEST_NAME)
+                 if not (run_dir / name).exists()]
+    new_folders = missing_folders(run_dir / CHECKPOINT_DIR)
+    try:
+        yield
+    except BaseException:
+        if step() == 0 and distributed.from_env().is_main:
+            for path in new_files:
+                path.unlink(missing_ok=True)
+            remove_empty_folders(new_folders)
+            log.info("%s: removed what the run wrote before it failed at step 0", run_dir)
+        raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,12 @@ from medcl.inference.window import inference_window
 from medcl.method.objectives import MedCLObjective
 from medcl.models import SAM_MODELS, build_model
 from medcl.runtime import distributed
-from medcl.runtime.checkpoint import checkpoint_path, save_checkpoint
+from medcl.runtime.checkpoint import (
+    checkpoint_path,
+    describe_network,
+    load_weights,
+    save_checkpoint,
+)
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward, resolve_precision
 from medcl.runtime.rng import rng_state, seed_everything, set_rng_state
@@ -140,12 +146,21 @@ class Trainer:
                 "config": self.cfg.to_dict(), "label_spec": self.spec.to_dict(),
                 "model_kwargs": self.model_kwargs, **self.state}
 
-    def restore(self, ckpt: dict) -> None:
-        """Continue from a checkpoint (written by any number of processes)."""
-        self.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+    def restore(self, ckpt: dict, *, source: str | os.PathLike = "checkpoint") -> None:
+        """Continue from a checkpoint (written by any number of processes).
+
+        Raises:
+            DataError: naming ``source``, when its weights do not fit the network or the
+                projection heads the configuration builds.
+        """
+        saved = ckpt.get("model_kwargs")
+        fit = {"source": source, "what": describe_network(self.model_kwargs),
+               "saved_for": saved if saved != self.model_kwargs else None}
+        load_weights(self.model, ckpt.get("train_model", ckpt["model"]), **fit)
         if self.ema is not None:  # a run without EMA before: the average starts at its weights
-            self.ema.module.load_state_dict(ckpt["model"])
-        self.objective.load_state_dict(ckpt["objective"])
+            load_weights(self.ema.module, ckpt["model"], **fit)
+        load_weights(self.objective, ckpt["objective"], source=source,
+                     what="the objective's projection heads")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"], self.data_generator)
