@@ -131,8 +131,8 @@ def removed_if_no_step(run_dir: Path, step: Callable[[], int]) -> Iterator[None]
     Such a run has nothing to resume; its ``config.json`` left behind would make the retry
     "already hold a run" (and ``--resume`` reuse the configuration that failed). On an exception
     while ``step()`` is 0, the :data:`RUN_FILES` (and the output record) that did not exist
-    before and the folders that
-    did not exist (if empty) are removed; whatever was there before is left as it was.
+    before and the folders that did not exist (if empty) are removed; whatever was there
+    before is left as it was.
     """
     new_files = [run_dir / name for name in (*RUN_FILES, MANIFEST_NAME)
                  if not (run_dir / name).exists()]
