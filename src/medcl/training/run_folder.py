@@ -1,6 +1,8 @@
 """The run folder: ``config.json`` (every option, resolved), ``cases.json`` (the case ids of each
-split the run was trained on), ``metrics.jsonl`` (one record per logged step or validation) and
-``checkpoints/{best,last}.pt``; and the helpers that keep it consistent across kills and resumes.
+split the run was trained on), ``metrics.jsonl`` (one record per logged step or validation),
+``selection.json`` (the checkpoint ``best.pt`` holds and why: :mod:`medcl.training.selection`),
+``postprocessing.json`` and ``checkpoints/{best,last}.pt``; and the helpers that keep it
+consistent across kills and resumes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 CASES_NAME = "cases.json"
+SELECTION_NAME = "selection.json"
 #: configuration keys that hold paths; stored absolute so a run resumes from any directory.
 PATH_KEYS = ("data", "labels")
 
