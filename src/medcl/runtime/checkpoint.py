@@ -1,9 +1,10 @@
 """Checkpoints: written atomically, loaded on the CPU first.
 
 A checkpoint is a dict with ``model``, ``optimizer``, ``schedule``, ``rng``, ``step``,
-``elapsed_seconds``, ``best`` (the best validation score so far), ``config`` (the full resolved
-:class:`~medcl.config.TrainConfig` as a dict), ``label_spec`` and ``model_kwargs`` (what
-:func:`~medcl.models.build_model` needs to rebuild the network).
+``elapsed_seconds``, ``best`` (the best validation score so far), ``selection`` (the best
+validated checkpoint under each selection rule, with its scores and post-processing),
+``config`` (the full resolved :class:`~medcl.config.TrainConfig` as a dict), ``label_spec`` and
+``model_kwargs`` (what :func:`~medcl.models.build_model` needs to rebuild the network).
 """
 
 from __future__ import annotations

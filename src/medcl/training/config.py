@@ -48,6 +48,9 @@ METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl", "recommended")
 DEVICES = ("auto", "cpu", "cuda")
 #: options that bound a range together: the first may not exceed the second
 BOUND_PAIRS = (("scale_min", "scale_max"), ("intra_box_min", "intra_box_max"))
+#: what selects best.pt (docs/training.md): the validation score after the post-processing
+#: chosen on it (what predict writes), or the raw argmax's
+SELECTION_RULES = ("post", "raw")
 #: the section of a run's config.json that records what the machine decided at run time (the
 #: precision ``auto`` chose, and why); informative, ignored when the file is read back
 RESOLVED_KEY = "resolved"
@@ -254,6 +257,11 @@ class TrainConfig:
                                "post-processing on the validation cases (nnU-Net's rule: keep "
                                "what raises validation Dice; RUN/postprocessing.json, applied by "
                                "predict): auto, or none", choices=POSTPROCESSING_MODES)
+    selection: str | None = _opt(None, "the validation score that picks best.pt: post (after "
+                                 "the post-processing chosen on the same predictions, what "
+                                 "predict writes; chosen together with RUN/postprocessing.json) "
+                                 "or raw (the network's argmax); default: post, raw with "
+                                 "--postprocessing none", choices=SELECTION_RULES)
     precision: str = _opt("auto", "network precision: auto (bf16 autocast where the hardware "
                           "runs bf16 natively: CPU flags avx512_bf16/amx_bf16, CUDA with bf16; "
                           "fp32 elsewhere), fp32, or bf16 (forced; emulated and slow on AVX2-only "
@@ -274,6 +282,12 @@ class TrainConfig:
         for name, value in METHOD_PRESETS[self.method].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.selection is None:
+            self.selection = "post" if self.postprocessing == "auto" else "raw"
+        if self.selection == "post" and self.postprocessing == "none":
+            raise ConfigError("selection='post' selects on the post-processed validation score, "
+                              "which needs postprocessing='auto'; with postprocessing='none' "
+                              "predict writes the raw argmax: use selection='raw'")
         for f in dataclasses.fields(self):
             check_field_value(f, getattr(self, f.name))
         for low, high in BOUND_PAIRS:

@@ -22,7 +22,6 @@ from medcl.runtime.device import set_threads
 from medcl.training.config import TrainConfig
 from medcl.training.data import load_training_data
 from medcl.training.interrupt import StopSignal
-from medcl.training.postprocessing_choice import select_postprocessing
 from medcl.training.run_folder import (
     CONFIG_NAME,
     PATH_KEYS,
@@ -36,6 +35,7 @@ from medcl.training.run_folder import (
     truncate_metrics,
     write_cases,
 )
+from medcl.training.selection import finish_selection
 from medcl.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
           callback: Callable[[dict], None] | None = None) -> dict:
     """Train with ``cfg.method``'s objective; write ``run_dir/{config.json, cases.json,
-    metrics.jsonl, checkpoints/}``. Under ``torchrun`` every process calls this (see
-    :mod:`medcl.distributed`).
+    metrics.jsonl, selection.json, postprocessing.json, checkpoints/}``. Under ``torchrun``
+    every process calls this (see :mod:`medcl.distributed`).
 
     A run that fails before its first step takes back the files it wrote
     (:func:`~medcl.training.run_folder.removed_if_no_step`), so it can simply be run again.
@@ -136,7 +136,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
             with StopSignal() as stop:
                 result = trainer.run(stop)
             if cfg.postprocessing == "auto" and data.val and trainer.dist.is_main:
-                select_postprocessing(run_dir, data.val, device=cfg.device)
+                finish_selection(run_dir, trainer.selection, data.spec.class_names, data.val,
+                                 device=cfg.device)
             return result
         finally:
             if cache is not None and trainer.dist.is_main:

@@ -1,6 +1,7 @@
 """The run folder: ``config.json`` (every option, resolved), ``cases.json`` (the case ids of each
 split the run was trained on), ``metrics.jsonl`` (one record per logged step or validation),
-``checkpoints/{best,last}.pt`` and ``postprocessing.json``; and the helpers that keep it
+``selection.json`` (the checkpoint ``best.pt`` holds and why: :mod:`medcl.training.selection`),
+``postprocessing.json`` and ``checkpoints/{best,last}.pt``; and the helpers that keep it
 consistent across kills and resumes. The run records these files as medcl's in the folder's
 record (:mod:`medcl.ownership`) when it starts, so ``demo --overwrite`` removes them and nothing
 else; a fresh run refuses a file medcl did not write where one of them goes.
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 CASES_NAME = "cases.json"
+SELECTION_NAME = "selection.json"
 #: configuration keys that hold paths; stored absolute so a run resumes from any directory.
 PATH_KEYS = ("data", "labels")
 #: the files a run writes at the top of its folder (checkpoints/ and the slice cache aside)
@@ -46,7 +48,8 @@ def absolute_paths(options: dict) -> dict:
 
 def run_files(run_dir: Path) -> list[Path]:
     """The files a run writes in its folder (rewritten while it trains)."""
-    return ([run_dir / n for n in (CONFIG_NAME, CASES_NAME, METRICS_NAME, POSTPROCESSING_FILE)]
+    return ([run_dir / n for n in (CONFIG_NAME, CASES_NAME, METRICS_NAME, SELECTION_NAME,
+                                   POSTPROCESSING_FILE)]
             + [checkpoint_path(run_dir, n) for n in CHECKPOINT_NAMES])
 
 

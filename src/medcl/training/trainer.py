@@ -44,7 +44,7 @@ from medcl.training.embeddings import precompute_embeddings
 from medcl.training.interrupt import PeriodicSave, StopSignal, interrupted
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
 from medcl.training.schedule import LRSchedule, sigmoid_rampup
-from medcl.training.validation import validate
+from medcl.training.selection import Selection, validate_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class Trainer:
                                                            crop_size=cfg.crop_size))
         self.state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None,
                       "last_val": None}
+        self.selection = Selection(cfg.selection)
         self.emit = callback if (callback and self.dist.is_main) else (lambda record: None)
 
     def weight_average(self, cfg: TrainConfig) -> WeightAverage | None:
@@ -144,7 +145,8 @@ class Trainer:
                 "rng": rng_state(self.data_generator),
                 "step_generator": self.step_generator.get_state(),
                 "config": self.cfg.to_dict(), "label_spec": self.spec.to_dict(),
-                "model_kwargs": self.model_kwargs, **self.state}
+                "model_kwargs": self.model_kwargs, "selection": self.selection.state_dict(),
+                **self.state}
 
     def restore(self, ckpt: dict, *, source: str | os.PathLike = "checkpoint") -> None:
         """Continue from a checkpoint (written by any number of processes).
@@ -165,6 +167,7 @@ class Trainer:
         self.schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"], self.data_generator)
         self.state.update({k: ckpt[k] for k in self.state if k in ckpt})
+        self.selection.restore(ckpt)
         if self.dist.is_main and "step_generator" in ckpt:
             self.step_generator.set_state(ckpt["step_generator"])
         else:  # other processes: a fresh stream that depends on the step, not the world size
@@ -229,18 +232,25 @@ class Trainer:
         return lr, terms
 
     def validate(self) -> None:
-        """Validate on rank 0, log, and write ``best``/``last`` checkpoints."""
+        """Validate on rank 0, log, and write ``best``/``last`` checkpoints: ``best`` where the
+        configured rule's score rises (:mod:`medcl.training.selection`; without validation
+        cases, every time)."""
         if self.dist.is_main:
-            result = validate(self.predictor, self.data.val) if self.data.val else None
-            score = result["mean_dice"] if result else None
-            self.state["last_val"] = result
-            if score is None or self.state["best"] is None or score > self.state["best"]:
-                self.state["best"], self.state["best_step"] = score, self.state["step"]
+            step, names = self.state["step"], self.spec.class_names
+            result = (validate_checkpoint(self.predictor, self.data.val,
+                                          search=self.cfg.postprocessing == "auto")
+                      if self.data.val else None)
+            record = (result.record(self.selection.rule, names) if result else
+                      {"mean_dice": None, "dice": None})
+            self.state["last_val"] = record
+            if result is None or self.selection.update(result.candidate(step, names)):
+                self.state["best"], self.state["best_step"] = record["mean_dice"], step
                 self.save("best")
             self.save("last")
-            self.log({"event": "val", "step": self.state["step"],
-                      "elapsed": self.state["elapsed_seconds"], "mean_dice": score,
-                      "dice": result and result["dice"]})
+            if result is not None:
+                self.selection.write(self.run_dir)
+            self.log({"event": "val", "step": step, "elapsed": self.state["elapsed_seconds"],
+                      **record})
         distributed.barrier()
 
     def run(self, stop: StopSignal | None = None) -> dict:
