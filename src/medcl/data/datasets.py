@@ -30,7 +30,7 @@ Two layouts are understood, with no code change per dataset:
                 "val": {..., "cases": ["myops_training_101"]},
                 "test": {"images": "test20/{case}_{channel}.nii.gz"}}
 
-The label definition (:class:`~medcl.labels.LabelSpec`) comes from an explicit file, else from
+The label definition (:class:`~medcl.data.labels.LabelSpec`) comes from an explicit file, else from
 ``ROOT/dataset.json``.
 """
 

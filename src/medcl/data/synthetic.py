@@ -4,7 +4,7 @@
 volume, one thin stroke per structure and slice, everything else ``ignore_index``.
 :func:`make_volume` draws an LGE-like short-axis stack (bright LV and RV blood pools, dark
 myocardium, textured body) and :func:`generate_dataset` writes a small dataset of them in the
-MSCMR or nnU-Net layout, readable by :func:`medcl.datasets.discover`.
+MSCMR or nnU-Net layout, readable by :func:`medcl.data.datasets.discover`.
 """
 
 from __future__ import annotations

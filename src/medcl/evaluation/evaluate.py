@@ -49,7 +49,7 @@ AGGREGATION = ("Mean and std are over cases (population std, ddof=0). The 'overa
 
 
 def _match_files(case_ids: list[str], files: list[Path]) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Assign files to case ids by :func:`~medcl.datasets.match_case`; also return the unmatched."""
+    """Assign files to case ids by :func:`~medcl.data.datasets.match_case`; also return the unmatched."""
     matched: dict[str, list[Path]] = {}
     unmatched = []
     for path in files:

@@ -11,7 +11,7 @@
 
 Targets are soft ``(B, K, H, W)`` maps: the one-hot of the scribbles with all-zero vectors at
 unlabelled pixels, so that mixing them gives partial-label weights that
-:func:`medcl.losses.soft_partial_ce` uses directly. All randomness comes from a CPU
+:func:`medcl.method.losses.soft_partial_ce` uses directly. All randomness comes from a CPU
 :class:`torch.Generator`.
 """
 

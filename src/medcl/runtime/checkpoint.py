@@ -3,7 +3,7 @@
 A checkpoint is a dict with ``model``, ``optimizer``, ``schedule``, ``rng``, ``step``,
 ``elapsed_seconds``, ``best`` (the best validation score so far), ``selection`` (the best
 validated checkpoint under each selection rule, with its scores and post-processing),
-``config`` (the full resolved :class:`~medcl.config.TrainConfig` as a dict), ``label_spec`` and
+``config`` (the full resolved :class:`~medcl.training.config.TrainConfig` as a dict), ``label_spec`` and
 ``model_kwargs`` (what :func:`~medcl.models.build_model` needs to rebuild the network).
 """
 

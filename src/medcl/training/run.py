@@ -90,7 +90,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
           callback: Callable[[dict], None] | None = None) -> dict:
     """Train with ``cfg.method``'s objective; write ``run_dir/{config.json, cases.json,
     metrics.jsonl, selection.json, postprocessing.json, checkpoints/}``. Under ``torchrun``
-    every process calls this (see :mod:`medcl.distributed`).
+    every process calls this (see :mod:`medcl.runtime.distributed`).
 
     A run that fails before its first step takes back the files it wrote
     (:func:`~medcl.training.run_folder.removed_if_no_step`), so it can simply be run again.
