@@ -273,7 +273,8 @@ def predict_case(predictor: Predictor, paths: tuple[Path, ...], target: Path, *,
                  overlay_slices: int = 0, notes: GeometryNotes | None = None) -> list[Path]:
     """Predict one case (its channel files) into ``target`` (and its probabilities and overlays
     beside it); return the files written. The channels are read with the predictor's geometry
-    policy; ``target`` gets the image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`)."""
+    policy; ``target`` gets the image's geometry with ``qform = sform``
+    (:mod:`medcl.data.geometry`)."""
     image = read_image(paths, mode=predictor.geometry, notes=notes)
     spec, case_id, output_dir = predictor.spec, case_stem(target), target.parent
     written = []

@@ -287,7 +287,8 @@ class Trainer:
                     now = time.monotonic()
                     self.log({"event": "step", "step": state["step"], "total": cfg.iterations,
                               "elapsed": state["elapsed_seconds"], "budget": self.max_seconds,
-                              "lr": lr, "slices_per_s": window_slices / max(now - window_start, 1e-9),
+                              "lr": lr,
+                              "slices_per_s": window_slices / max(now - window_start, 1e-9),
                               **terms})
                     window_start, window_slices = now, 0
                 if cfg.val_interval and state["step"] % cfg.val_interval == 0:
