@@ -72,7 +72,7 @@ show convert-overwrite $M convert dsmall nn --overwrite; ls nn/imagesTr | tr '\n
 echo mine > nn/imagesTr/user_0000.nii.gz
 show convert-user-file $M convert dsmall nn --overwrite
 show convert-into-source $M convert data data --overwrite
-rm nn/imagesTr/user_0000.nii.gz; cp nn/imagesTr/case02_DE_0000.nii.gz nn/imagesTr/extra_0000.nii.gz
+rm nn/imagesTr/user_0000.nii.gz; cp nn/imagesTr/case02_DE_0000.nii.gz nn/imagesTr/extra_0000.nii.gz; cp nn/labelsTr/case02_DE.nii.gz nn/labelsTr/extra.nii.gz
 show nnunet-numtraining $M train --data nn --out rnn $T --iterations 2
 # demo --overwrite keeps the user's files in its folders
 mkdir -p usr/predictions; echo keep > usr/predictions/notes.txt
