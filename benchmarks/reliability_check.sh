@@ -92,8 +92,16 @@ head -c 5000 /dev/urandom > rnd.pt
 show checkpoint-random-bytes $M predict -i data/TestSet/images -o pr -m rnd.pt
 show overwrite-and-continue $M predict -i data/TestSet/images -o pred -m run --overwrite --continue
 # Ctrl-C during start-up imports
-$M train --data data --out rsig $T >/dev/null 2>$L.int & pid=$!; sleep 0.3; kill -INT $pid; wait $pid
-echo "[sigint-startup] exit $? :: $(tail -1 $L.int | cut -c1-230)"; cat $L.int >> $L.all
+# (from Python: a background job of a non-interactive shell ignores SIGINT)
+$PY - "$L.int" $M train --data data --out rsig $T <<'P'
+import signal, subprocess, sys, time
+with open(sys.argv[1], "w") as err:
+    proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=err)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    print(f"[sigint-startup] exit {proc.wait()} :: ", end="")
+P
+tail -1 $L.int | cut -c1-230; cat $L.int >> $L.all
 # annotate on a port in use
 $PY -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 18765)); s.listen(); time.sleep(60)" & lp=$!; sleep 1
 show annotate-port-taken $M annotate data --port 18765; kill $lp
