@@ -18,6 +18,7 @@ from medcl.cli import (
     convert,
     demo,
     evaluate,
+    export,
     postprocess,
     predict,
     scribble,
@@ -29,7 +30,7 @@ from medcl.runtime import distributed
 EXIT_USAGE = 2
 EXIT_SIGINT = 130
 #: the sub-commands, in the order ``medcl --help`` lists them; each module has ``add_parser``
-COMMANDS = (train, predict, postprocess, evaluate, convert, demo, annotate, scribble)
+COMMANDS = (train, predict, postprocess, evaluate, export, convert, demo, annotate, scribble)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="NIfTI file, or folder of NIfTI files and/or DICOM series folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-m", "--model", required=True,
-                   help="run folder written by 'medcl train', or a checkpoint file in it")
+                   help="run folder written by 'medcl train', a checkpoint file in it, or a model "
+                   "file written by 'medcl export' (NAME.medcl)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--save-probs", action="store_true", help="also write OUTPUT/probs/{case}.nii.gz")

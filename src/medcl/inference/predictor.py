@@ -33,14 +33,16 @@ from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
 from medcl.evaluation.overlay import save_overlays
 from medcl.files import check_writable, paths_overlap
 from medcl.inference.postprocessing import (
+    POSTPROCESSING_FILE,
     POSTPROCESSING_MODES,
     Postprocessing,
     keep_largest_component,
     read_postprocessing,
 )
 from medcl.inference.window import Window, inference_window
-from medcl.models import build_model
-from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_checkpoint
+from medcl.models import rebuild_model
+from medcl.runtime.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_checkpoint
+from medcl.runtime.model_file import is_model_file, model_file_checkpoint
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward, resolve_precision
 
@@ -53,6 +55,20 @@ PROBS_DIR = "probs"
 OVERLAY_DIR = "overlays"
 #: files an earlier ``medcl evaluate`` may have left beside predictions.
 STALE_NEIGHBOURS = (SUMMARY_JSON, SUMMARY_MD)
+
+
+def check_postprocessing_mode(mode: str) -> None:
+    if mode not in POSTPROCESSING_MODES:
+        raise ConfigError(f"postprocessing must be one of {', '.join(POSTPROCESSING_MODES)}, "
+                          f"got {mode!r}")
+
+
+def run_preprocessing(cfg: dict, spec: LabelSpec) -> PreprocessConfig:
+    """The preprocessing a run trained with, from its saved configuration ``cfg`` (a dict)."""
+    return PreprocessConfig(target_spacing=cfg["target_spacing"],
+                            normalization=cfg["normalization"],
+                            nonzero_mask=cfg.get("nonzero_mask", False),
+                            windows=spec.channel_windows())
 
 
 class Predictor:
@@ -96,8 +112,9 @@ class Predictor:
     def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
                  device: str = "auto", precision: str | None = None,
                  postprocessing: str = "auto", window: str = "auto", **kwargs) -> "Predictor":
-        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent) or
-        from a checkpoint file (``run/checkpoints/best.pt``; ``checkpoint`` is then unused).
+        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent), from
+        a checkpoint file (``run/checkpoints/best.pt``; ``checkpoint`` is then unused) or from a
+        model file written by ``medcl export`` (``model.medcl``, :meth:`from_export`).
 
         ``precision``: ``auto`` (default: bf16 where this machine runs it natively, else fp32),
         ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
@@ -105,24 +122,42 @@ class Predictor:
         validation cases; none if absent), ``none`` applies nothing.
         ``window``: ``auto`` (default), ``full``, ``center`` or ``pad`` (:func:`inference_window`).
         """
-        if postprocessing not in POSTPROCESSING_MODES:
-            raise ConfigError(f"postprocessing must be one of {', '.join(POSTPROCESSING_MODES)},"
-                              f" got {postprocessing!r}")
+        check_postprocessing_mode(postprocessing)
         path = Path(run_dir)
+        if is_model_file(path):
+            return cls.from_export(path, device=device, precision=precision,
+                                   postprocessing=postprocessing, window=window, **kwargs)
         folder = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path
-        if not path.is_file():
-            path = checkpoint_path(run_dir, checkpoint)
-            if checkpoint == "best" and not path.is_file():
-                path = checkpoint_path(run_dir, "last")
+        path = find_checkpoint(path, checkpoint)
         state = load_checkpoint(path)
-        spec = LabelSpec.from_dict(state["label_spec"], source=str(path))
-        kwargs_model = dict(state["model_kwargs"])
-        if "checkpoint" in kwargs_model:  # pretrained weights: the run's state dict holds them
-            kwargs_model["checkpoint"] = None
-        if "cache_size" in kwargs_model:  # prediction sees each slice once: nothing to cache
-            kwargs_model["cache_size"] = 0
-        model = build_model(**kwargs_model)
-        model.load_state_dict(state["model"])
+        if postprocessing == "auto" and folder.is_dir():
+            kwargs.setdefault("postprocessing", read_postprocessing(
+                folder, LabelSpec.from_dict(state["label_spec"]).class_names))
+        return cls.from_checkpoint(state, source=path, device=device, precision=precision,
+                                   window=window, **kwargs)
+
+    @classmethod
+    def from_export(cls, path: str | os.PathLike, *, postprocessing: str = "auto",
+                    **kwargs) -> "Predictor":
+        """Load a predictor from a model file written by ``medcl export`` (its members checked
+        against their sha256, :mod:`medcl.runtime.model_file`); the options are
+        :meth:`from_run`'s, ``postprocessing="auto"`` applies the file's post-processing."""
+        check_postprocessing_mode(postprocessing)
+        state = model_file_checkpoint(path)
+        if postprocessing == "auto":
+            spec = LabelSpec.from_dict(state["label_spec"], source=str(path))
+            kwargs.setdefault("postprocessing", Postprocessing.from_dict(
+                state["postprocessing"], spec.class_names, source=f"{path}:{POSTPROCESSING_FILE}"))
+        return cls.from_checkpoint(state, source=Path(path), **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, *, source: Path, device: str = "auto",
+                        precision: str | None = None, window: str = "auto",
+                        **kwargs) -> "Predictor":
+        """A predictor from checkpoint fields (``model``, ``config``, ``label_spec``,
+        ``model_kwargs``, ``step``) read from ``source``; options as :meth:`from_run`."""
+        spec = LabelSpec.from_dict(state["label_spec"], source=str(source))
+        model = rebuild_model(state["model_kwargs"], state["model"], source=str(source))
         cfg = state["config"]
         kwargs.setdefault("window", inference_window(
             model, crop_mode=cfg.get("crop_mode", "random"), crop_size=cfg["crop_size"],
@@ -131,19 +166,13 @@ class Predictor:
         chosen, reason = resolve_precision(precision or "auto", torch_device)
         log.info("inference precision %s (%s)", chosen, reason)
         model = FastForward(model, precision=chosen, channels_last=cfg.get("channels_last", False))
-        preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
-                                      normalization=cfg["normalization"],
-                                      nonzero_mask=cfg.get("nonzero_mask", False),
-                                      windows=spec.channel_windows())
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
         kwargs.setdefault("geometry", cfg.get("geometry", "auto"))
-        if postprocessing == "auto" and folder.is_dir():
-            kwargs.setdefault("postprocessing", read_postprocessing(folder, spec.class_names))
-        log.info("loaded %s (step %d); post-processing: %s; network input: %s", path,
+        log.info("loaded %s (step %d); post-processing: %s; network input: %s", source,
                  state.get("step", -1),
                  kwargs.get("postprocessing", Postprocessing()).describe(spec.class_names),
                  "whole slices" if kwargs["window"] is None else kwargs["window"].describe())
-        return cls(model, spec, preprocess, device=torch_device, **kwargs)
+        return cls(model, spec, run_preprocessing(cfg, spec), device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(self.model(batch), dim=1)

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .sam import build_sam, find_lite_medsam_weights
 from .sam.segmenter import SamSegmenter
 from .unet import UNet
@@ -100,3 +100,37 @@ def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any)
         return MODEL_REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
     except TypeError as exc:  # an unknown keyword argument
         raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+def portable_kwargs(model_kwargs: dict) -> dict:
+    """A checkpoint's ``model_kwargs`` for rebuilding the trained network elsewhere: no
+    pretrained weights file is read (the trained weights hold them) and nothing is cached
+    (prediction sees each slice once)."""
+    kwargs = dict(model_kwargs)
+    if "checkpoint" in kwargs:
+        kwargs["checkpoint"] = None
+    if "cache_size" in kwargs:
+        kwargs["cache_size"] = 0
+    return kwargs
+
+
+def load_weights(model: nn.Module, weights: dict, *, source: str) -> nn.Module:
+    """``model.load_state_dict(weights)`` (strict), with a one-line error naming ``source``.
+
+    Raises:
+        DataError: the weights do not fit the network (other widths, classes, channels).
+    """
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()
+        raise DataError(f"{source}: its weights do not fit the network "
+                        f"{type(model).__name__} ({first[0] if first else type(exc).__name__}"
+                        f"{'; ...' if len(first) > 1 else ''})") from exc
+    return model
+
+
+def rebuild_model(model_kwargs: dict, weights: dict, *, source: str) -> nn.Module:
+    """The trained network of a checkpoint or model file: built from its ``model_kwargs``
+    (:func:`portable_kwargs`), then its ``weights`` loaded."""
+    return load_weights(build_model(**portable_kwargs(model_kwargs)), weights, source=source)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -27,6 +28,18 @@ def checkpoint_path(run_dir: str | os.PathLike, name: str) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"{name}.pt"
 
 
+def find_checkpoint(run: str | os.PathLike, name: str = "best") -> Path:
+    """The checkpoint file of ``run``: the file itself if ``run`` is one, else
+    ``run/checkpoints/{name}.pt`` (``best`` falls back to ``last`` when absent)."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    path = checkpoint_path(run, name)
+    if name == "best" and not path.is_file():
+        path = checkpoint_path(run, "last")
+    return path
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename.
 
@@ -41,6 +54,23 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
             raise write_error(path, exc) from exc
 
 
+def read_torch_file(source: str | os.PathLike | BinaryIO, name: str):
+    """``torch.load`` of a file or an open binary stream onto the CPU, tensors and plain data
+    only (``weights_only=True``); ``name`` names it in errors.
+
+    Raises:
+        DataError: it holds objects other than tensors and plain data, or is not readable.
+    """
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{name}: refused: loading it would run code (it holds objects other "
+                        "than tensors and plain data; medcl loads checkpoints with "
+                        "weights_only=True)") from exc
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise DataError(f"{name}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint onto the CPU.
 
@@ -50,14 +80,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise DataError(f"{path}: refused: loading it would run code (it holds objects other "
-                        "than tensors and plain data; medcl loads checkpoints with "
-                        "weights_only=True)") from exc
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    state = read_torch_file(path, str(path))
     missing = {"model", "config", "label_spec", "model_kwargs"} - set(state if isinstance(state, dict) else {})
     if missing:
         raise DataError(f"{path}: not a medcl checkpoint (missing {sorted(missing)})")
