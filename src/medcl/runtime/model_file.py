@@ -73,19 +73,22 @@ def torch_bytes(value) -> bytes:
     return buffer.getvalue()
 
 
-def is_model_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a zip whose first look says medcl model (a manifest member, or the
-    ``.medcl`` suffix); :func:`read_model_file` checks the rest."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    if path.suffix == MODEL_SUFFIX:
-        return True
+def has_manifest(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a zip whose manifest names the medcl model format (what medcl
+    export wrote; the members are not checked)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return MANIFEST in archive.namelist()
-    except (OSError, zipfile.BadZipFile):
+            manifest = json.loads(archive.read(MANIFEST))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is meant as a model file: the ``.medcl`` suffix, or a zip with a
+    medcl manifest (:func:`read_model_file` checks the rest)."""
+    path = Path(path)
+    return path.is_file() and (path.suffix == MODEL_SUFFIX or has_manifest(path))
 
 
 def write_model_file(path: str | os.PathLike, *, weights: dict, members: dict[str, object]) -> Path:

@@ -32,7 +32,7 @@ from medcl.runtime.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_check
 from medcl.runtime.model_file import (
     FORMAT_VERSION,
     MODEL_SUFFIX,
-    is_model_file,
+    has_manifest,
     write_model_file,
 )
 from medcl.training.run_folder import CASES_NAME
@@ -70,7 +70,7 @@ def _written_by_medcl(path: Path) -> bool:
         except (OSError, ValueError):
             return False
         return isinstance(sidecar, dict) and sidecar.get("format") == ONNX_SIDECAR_FORMAT
-    return is_model_file(path)
+    return has_manifest(path)
 
 
 def check_output(path: Path, *, overwrite: bool) -> None:
