@@ -141,6 +141,12 @@ class TrainConfig:
                           "embeddings, so a frozen encoder's cache keeps working); auto: "
                           "embedding for a frozen SAM encoder, image otherwise",
                           choices=("auto", "image", "embedding"))
+    init_from: str | None = _opt(None, "fine-tune: start from the weights of a run folder (its "
+                                 "best checkpoint), a checkpoint file or a model file written by "
+                                 "medcl export (same network, classes and channels; the "
+                                 "optimiser starts fresh); stored as the file read")
+    init_from_sha256: str | None = _opt(None, "the sha256 of init_from's file, recorded when the "
+                                        "run starts; if given, the file must match it")
     # method and losses (None: the --method preset's value, see docs/method.md)
     method: str = _opt("pce", "method preset: pce baseline, the ablation rows mix / cluster / "
                        "mix_cluster, or the full medcl", choices=METHODS)
@@ -285,6 +291,8 @@ class TrainConfig:
         if self.temperature <= 0 or self.checkpoint_minutes < 0:
             raise ConfigError(f"temperature must be > 0 and checkpoint_minutes >= 0, got "
                               f"{self.temperature}, {self.checkpoint_minutes}")
+        if self.init_from_sha256 and not self.init_from:
+            raise ConfigError("init_from_sha256 needs init_from (the file it is the sha256 of)")
         if self.num_scribbled is not None and self.scribbled_cases:
             raise ConfigError("give num_scribbled or scribbled_cases, not both")
 

@@ -20,7 +20,7 @@ CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.jsonl"
 CASES_NAME = "cases.json"
 #: configuration keys that hold paths; stored absolute so a run resumes from any directory.
-PATH_KEYS = ("data", "labels")
+PATH_KEYS = ("data", "labels", "init_from")
 
 
 def absolute_paths(options: dict) -> dict:
