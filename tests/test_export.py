@@ -22,7 +22,7 @@ from medcl.runtime.model_file import (
     read_model_file,
     sha256_bytes,
 )
-from medcl.training.export import LICENCE_UNSET, export_run
+from medcl.training.export import LICENCE_UNSET, export_run, shareable_config
 
 PREDICT_FLAGS = ["--device", "cpu", "--precision", "fp32"]
 
@@ -72,6 +72,14 @@ def test_export_holds_every_member_with_its_sha256(exported, trained_run):
     text = json.dumps({k: state[k] for k in JSON_MEMBERS})
     cases = json.loads((trained_run / "cases.json").read_text())
     assert not any(case in text for ids in cases.values() for case in ids)  # no case id
+    assert str(trained_run.parent) not in text and state["config"]["data"] == "synth"
+
+
+def test_the_shared_configuration_holds_no_path_or_case_id():
+    cfg = {"data": "/home/me/patients/cardiac", "labels": None, "init_from": "/x/run/best.pt",
+           "scribbled_cases": ["patient_0042"], "crop_size": 32}
+    assert shareable_config(cfg) == {"data": "cardiac", "labels": None, "init_from": "best.pt",
+                                     "scribbled_cases": None, "crop_size": 32}
 
 
 def test_predictions_from_the_export_equal_the_run_folders(exported, trained_run, tiny_dataset,

@@ -3,7 +3,8 @@
 :func:`export_run` writes the model file (``model.medcl``, :mod:`medcl.runtime.model_file`):
 the selected weights without optimiser state, the resolved configuration, preprocessing, label
 definition, chosen post-processing, a description of the training data (counts, spacing,
-channels; never an image or a case id), the validation scores, versions and a licence field.
+channels; never an image, a case id or a folder of the trainer's machine), the validation
+scores, versions and a licence field.
 :func:`export_run_onnx` writes the network as ONNX with a JSON of the preprocessing it needs.
 """
 
@@ -35,7 +36,7 @@ from medcl.runtime.model_file import (
     has_manifest,
     write_model_file,
 )
-from medcl.training.run_folder import CASES_NAME
+from medcl.training.run_folder import CASES_NAME, PATH_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,17 @@ def _load_run(run: str | os.PathLike, checkpoint: str) -> tuple[Path, Path, dict
     state = load_checkpoint(path)
     folder = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
     return folder, path, state, LabelSpec.from_dict(state["label_spec"], source=str(path))
+
+
+def shareable_config(cfg: dict) -> dict:
+    """The run's resolved configuration as shared: paths cut to their last component (no
+    folder of the trainer's machine) and the scribbled case ids left out (their count is in
+    ``training_data.json``)."""
+    shared = {key: Path(value).name if key in PATH_KEYS and value else value
+              for key, value in cfg.items()}
+    if shared.get("scribbled_cases"):
+        shared["scribbled_cases"] = None
+    return shared
 
 
 def describe_preprocessing(cfg: dict, spec: LabelSpec, model: torch.nn.Module) -> dict:
@@ -193,7 +205,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
     members = {
         "model": {"model_kwargs": portable_kwargs(state["model_kwargs"]),
                   "checkpoint": path.stem, "step": state.get("step")},
-        "config": cfg, "labels": spec.to_dict(),
+        "config": shareable_config(cfg), "labels": spec.to_dict(),
         "preprocessing": describe_preprocessing(cfg, spec, model),
         "postprocessing": postprocessing,
         "training_data": describe_training_data(folder, cfg, spec),
