@@ -12,9 +12,8 @@ from conftest import one_line_error
 from medcl.cli import main
 from medcl.data.dicom import load_case_image
 from medcl.data.labels import LabelSpec
-from medcl.data.preprocessing import image_to_slices, pad_to_multiple
+from medcl.data.preprocessing import image_to_slices, pad_to_multiple, run_preprocessing
 from medcl.errors import ConfigError
-from medcl.inference.predictor import run_preprocessing
 from medcl.models import build_model, rebuild_model
 from medcl.models.onnx import INPUT_NAME, export_onnx
 from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from medcl.cli.options import bounded
+from medcl.data.dicom_seg import OUTPUT_FORMATS
 from medcl.data.geometry import GEOMETRY_MODES
 from medcl.errors import CasesFailed
 from medcl.inference.postprocessing import POSTPROCESSING_MODES
@@ -42,6 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="header geometry policy for the channels (default: the run's)")
     p.add_argument("--overlays", type=bounded(int, 0), default=0, metavar="N",
                    help="write N overlay PNGs per case into OUTPUT/overlays")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="nifti",
+                   help="nifti: OUTPUT/{case}.nii.gz; dicom-seg: OUTPUT/{case}.dcm, a DICOM SEG "
+                   "over each case's DICOM series (series input only; pip install "
+                   "'medcl[dicom-seg]')")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the predictions this run writes (nothing else)")
     p.add_argument("--continue", dest="skip_existing", action="store_true",
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
                                    largest_component=args.largest_component,
                                    overwrite=args.overwrite, skip_existing=args.skip_existing,
                                    overlay_slices=args.overlays,
+                                   output_format=args.output_format,
                                    progress=lambda case: bar.update(1))
         except CasesFailed as exc:
             bar.close()

@@ -17,13 +17,16 @@ import torch
 from torch import nn
 
 from medcl.data.datasets import group_channels
+from medcl import __version__
 from medcl.data.dicom import volume_files
+from medcl.data.dicom_seg import OUTPUT_FORMATS, SEG_SUFFIX, save_seg
 from medcl.data.geometry import GeometryNotes, read_image
-from medcl.data.io import Volume, case_stem, is_nifti, save_nifti
+from medcl.data.io import Volume, is_nifti, save_nifti
 from medcl.data.labels import BACKGROUND, LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
     field_of_view,
+    run_preprocessing,
     image_to_slices,
     pad_to_multiple,
     restore_probs,
@@ -34,8 +37,8 @@ from medcl.evaluation.overlay import save_overlays
 from medcl.files import check_writable, paths_overlap
 from medcl.inference.postprocessing import (
     POSTPROCESSING_FILE,
-    POSTPROCESSING_MODES,
     Postprocessing,
+    check_postprocessing_mode,
     keep_largest_component,
     read_postprocessing,
 )
@@ -53,22 +56,10 @@ MAX_BATCH_PIXELS = 16 * 256 * 256
 
 PROBS_DIR = "probs"
 OVERLAY_DIR = "overlays"
+#: the predictions' file suffix of each ``output_format``
+OUTPUT_SUFFIXES = dict(zip(OUTPUT_FORMATS, (".nii.gz", SEG_SUFFIX), strict=True))
 #: files an earlier ``medcl evaluate`` may have left beside predictions.
 STALE_NEIGHBOURS = (SUMMARY_JSON, SUMMARY_MD)
-
-
-def check_postprocessing_mode(mode: str) -> None:
-    if mode not in POSTPROCESSING_MODES:
-        raise ConfigError(f"postprocessing must be one of {', '.join(POSTPROCESSING_MODES)}, "
-                          f"got {mode!r}")
-
-
-def run_preprocessing(cfg: dict, spec: LabelSpec) -> PreprocessConfig:
-    """The preprocessing a run trained with, from its saved configuration ``cfg`` (a dict)."""
-    return PreprocessConfig(target_spacing=cfg["target_spacing"],
-                            normalization=cfg["normalization"],
-                            nonzero_mask=cfg.get("nonzero_mask", False),
-                            windows=spec.channel_windows())
 
 
 class Predictor:
@@ -88,13 +79,14 @@ class Predictor:
         window: the network sees the centre window of each preprocessed slice (padded, and
             with ``window.crop`` cropped, as the training crops were; background outside it);
             ``None`` (default): whole slices (:func:`~medcl.inference.window.inference_window`).
+        name: the network's registry name (recorded in a DICOM SEG).
     """
 
     def __init__(self, model: nn.Module, spec: LabelSpec, preprocess: PreprocessConfig, *,
                  device: torch.device | str = "cpu", batch_size: int = 16,
                  flip_tta: bool = False, geometry: str = "auto",
                  postprocessing: Postprocessing | None = None,
-                 window: Window | None = None) -> None:
+                 window: Window | None = None, name: str = "network") -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device)
@@ -107,6 +99,7 @@ class Predictor:
         self.postprocessing = postprocessing or Postprocessing()
         self.size_divisor = getattr(model, "size_divisor", 1)
         self.window = window
+        self.name = name
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
@@ -168,6 +161,7 @@ class Predictor:
         model = FastForward(model, precision=chosen, channels_last=cfg.get("channels_last", False))
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
         kwargs.setdefault("geometry", cfg.get("geometry", "auto"))
+        kwargs.setdefault("name", state["model_kwargs"].get("name", "network"))
         log.info("loaded %s (step %d); post-processing: %s; network input: %s", source,
                  state.get("step", -1),
                  kwargs.get("postprocessing", Postprocessing()).describe(spec.class_names),
@@ -285,20 +279,27 @@ def _check_output(input_path: Path, output_dir: Path) -> None:
 
 def predict_case(predictor: Predictor, paths: tuple[Path, ...], target: Path, *,
                  save_probs: bool = False, largest_component: bool = False,
-                 overlay_slices: int = 0, notes: GeometryNotes | None = None) -> None:
+                 overlay_slices: int = 0, notes: GeometryNotes | None = None,
+                 output_format: str = "nifti") -> None:
     """Predict one case (its channel files) into ``target`` (and its probabilities and overlays
     beside it). The channels are read with the predictor's geometry policy; ``target`` gets the
-    image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`)."""
+    image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`), or is a DICOM SEG
+    over the first channel's series (``output_format="dicom-seg"``, :mod:`medcl.data.dicom_seg`)."""
     image = read_image(paths, mode=predictor.geometry, notes=notes)
-    spec, case_id, output_dir = predictor.spec, case_stem(target), target.parent
+    spec, output_dir = predictor.spec, target.parent
+    case_id = target.name[: -len(OUTPUT_SUFFIXES[output_format])]
     if save_probs:  # the whole volume's probabilities are needed anyway
         probs = predictor.predict_volume(image)
         labels = predictor.segment(probs, largest_component=largest_component)
-        save_nifti(output_dir / PROBS_DIR / target.name, probs, image, dtype=np.float32)
+        save_nifti(output_dir / PROBS_DIR / f"{case_id}.nii.gz", probs, image, dtype=np.float32)
         del probs
     else:
         labels = predictor.label_volume(image, largest_component=largest_component)
-    save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
+    if output_format == "dicom-seg":
+        save_seg(target, labels, paths[0], spec.class_names, model_name=predictor.name,
+                 version=__version__)
+    else:
+        save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
     if overlay_slices:
         values = dict(zip(spec.foreground_names, spec.label_values[1:]))
         save_overlays(image.data[..., 0], spec.to_values(labels), None,
@@ -310,6 +311,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                  predictor: Predictor, *, save_probs: bool = False,
                  largest_component: bool = False, overwrite: bool = False,
                  skip_existing: bool = False, overlay_slices: int = 0,
+                 output_format: str = "nifti",
                  progress: Callable[[str], None] | None = None) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
 
@@ -327,6 +329,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         largest_component: keep only the largest 3D component of each class.
         skip_existing: leave cases whose ``{case}.nii.gz`` already exists as they are.
         overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
+        output_format: ``nifti``, or ``dicom-seg``: ``output_dir/{case}.dcm``, a DICOM SEG over
+            each case's series (DICOM series input only; class indices as segment numbers).
         progress: called with each case id once it is done (or skipped, or failed).
 
     Returns:
@@ -344,8 +348,15 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     _check_output(input_path, output_dir)
     if overlay_slices < 0:
         raise ConfigError(f"overlay_slices must be >= 0, got {overlay_slices}")
+    if output_format not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"output_format must be one of {', '.join(OUTPUT_SUFFIXES)}, got "
+                          f"{output_format!r}")
     cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
-    targets = {c: output_dir / f"{c}.nii.gz" for c in cases}
+    nifti = [p[0] for p in cases.values() if not p[0].is_dir()]
+    if output_format == "dicom-seg" and nifti:
+        raise DataError(f"{nifti[0]}: a DICOM SEG references a DICOM series; this case is a "
+                        "NIfTI file (predict it with --output-format nifti)")
+    targets = {c: output_dir / f"{c}{OUTPUT_SUFFIXES[output_format]}" for c in cases}
     existing = [c for c, p in targets.items() if p.exists()]
     if existing and skip_existing:
         log.info("%d cases already predicted in %s; skipped", len(existing), output_dir)
@@ -359,7 +370,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         try:
             predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
                          largest_component=largest_component, overlay_slices=overlay_slices,
-                         notes=notes)
+                         notes=notes, output_format=output_format)
             written.append(targets[case_id])
         except MedclError as exc:
             if isinstance(exc, WriteError) or input_path.is_file():

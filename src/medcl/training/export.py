@@ -21,14 +21,14 @@ import torch
 
 from medcl import __version__
 from medcl.data.labels import LabelSpec
+from medcl.data.preprocessing import run_preprocessing
 from medcl.errors import ConfigError, DataError
 from medcl.files import atomic_write_text
 from medcl.inference.postprocessing import POSTPROCESSING_FILE, Postprocessing
-from medcl.inference.predictor import run_preprocessing
 from medcl.inference.window import inference_window
 from medcl.models import SAM_MODELS, rebuild_model
-from medcl.models.registry import portable_kwargs
 from medcl.models.onnx import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, can_export_onnx, export_onnx
+from medcl.models.registry import portable_kwargs
 from medcl.runtime.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_checkpoint
 from medcl.runtime.model_file import (
     FORMAT_VERSION,
