@@ -4,7 +4,8 @@ checkpoint on the 5 validation volumes, evaluate on the 15 test volumes.
     python benchmarks/mscmr.py --method medcl --setting few5 --minutes 30
 
 Writes ``benchmarks/results/mscmr_{setting}_{method}_{minutes}min.json`` (commit, command, machine,
-throughput, validation curve, test Dice/HD95/ASSD per class) and leaves the run in ``runs/``.
+throughput, validation curves raw and post-processed, the checkpoint each selection rule keeps,
+test Dice/HD95/ASSD per class) and leaves the run in ``runs/``.
 The data folder is ``$MEDCL_DATA/MSCMR_dataset`` (default ``../shared/data``).
 """
 
@@ -33,6 +34,7 @@ from medcl.runtime.cpu import cpu_info, describe, kernel_path
 from medcl.training.config import METHODS, TrainConfig
 from medcl.training.postprocessing_choice import select_postprocessing
 from medcl.training.run import train
+from medcl.training.run_folder import SELECTION_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = REPO / "examples" / "mscmr.json"
@@ -57,6 +59,36 @@ def git_commit(short: bool = False) -> str:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
+
+
+#: the validation record's key of each selection rule's score (runs from before post-processed
+#: selection hold the raw score in ``mean_dice`` and no post-processed one)
+RULE_KEYS = {"raw": "mean_dice_raw", "post": "mean_dice_post"}
+
+
+def val_score(record: dict, rule: str) -> float | None:
+    """A validation record's score under ``rule`` (``raw`` or ``post``)."""
+    return record.get(RULE_KEYS[rule], record["mean_dice"] if rule == "raw" else None)
+
+
+def selections(records: list[dict]) -> dict:
+    """The checkpoint each selection rule would keep: ``{rule: {"step", "score"} or None}``,
+    the first validation with the highest score (as training keeps it)."""
+    out = {}
+    for rule in RULE_KEYS:
+        scored = [(val_score(r, rule), r["step"]) for r in records
+                  if r.get("event") == "val" and r["mean_dice"] is not None]
+        scored = [pair for pair in scored if pair[0] is not None]
+        best = max(scored, key=lambda pair: pair[0]) if scored else None
+        out[rule] = best and {"step": best[1], "score": best[0]}
+    return out
+
+
+def selection_rule(run_dir: Path) -> str:
+    """The rule that chose the run's ``best.pt``: its ``selection.json``'s, else ``raw`` (runs
+    from before post-processed selection)."""
+    path = run_dir / SELECTION_NAME
+    return json.loads(path.read_text())["rule"] if path.is_file() else "raw"
 
 
 def finished_run(run_dir: Path, device: str = "cpu") -> tuple[dict, float]:
@@ -126,11 +158,14 @@ def run(args: argparse.Namespace, data: Path) -> dict:
         raw = evaluate("test_pred_raw")
     pp_file = run_dir / POSTPROCESSING_FILE
     records = read_metrics(run_dir)
+    vals = [r for r in records if r["event"] == "val"]
     steps = [r for r in records if r["event"] == "step"]
     return {"name": name, "method": args.method, "setting": args.setting,
             "num_scribbled": SETTINGS[args.setting] or 25, "budget_minutes": args.minutes,
             "config": cfg.to_dict(), "steps": result["step"], "train_wall_s": round(train_wall, 1),
             "best_val_mean_dice": result["best"], "best_step": result["best_step"],
+            # best_step is what the run's rule kept; each rule's pick beside it (rankings differ)
+            "selection_rule": selection_rule(run_dir), "val_selections": selections(records),
             "train_source_slices_per_s_median": round(
                 statistics.median(r["slices_per_s"] for r in steps), 2),
             "test_predict_wall_s": round(predict_wall, 1),
@@ -146,8 +181,10 @@ def run(args: argparse.Namespace, data: Path) -> dict:
             "postprocessing": json.loads(pp_file.read_text()) if pp_file.is_file() else None,
             "test_raw_mean": raw["mean"], "test_raw_mean_foreground_dice":
                 raw["mean_foreground_dice"],
-            "val_curve_minutes_dice": [(round(r["elapsed"] / 60, 2), r["mean_dice"])
-                                       for r in records if r["event"] == "val"]}
+            "val_curve_minutes_dice": [(round(r["elapsed"] / 60, 2), val_score(r, "raw"))
+                                       for r in vals],
+            "val_curve_minutes_dice_post": [(round(r["elapsed"] / 60, 2), val_score(r, "post"))
+                                            for r in vals]}
 
 
 def machine(device: str) -> str:

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue #10 scenarios through the CLI on generated data: exit code and last stderr line of each
+# Issue #10 and #36 scenarios through the CLI on generated data: exit code and last stderr line of each
 # (docs/reliability.md quotes its output). Usage: PYTHON=.venv/bin/python benchmarks/reliability_check.sh
 set -u
 PY="${PYTHON:-python}"
@@ -8,7 +8,7 @@ M="$PY -m medcl -q"
 W="$(mktemp -d)"; L="$W/log"; mkdir -p "$W/w"; cd "$W/w"
 $PY -c "from medcl.data.synthetic import generate_dataset; generate_dataset('data', num_train=4, num_val=1, num_test=2, shape=(64,64,4), seed=3)" >/dev/null
 T="--crop-size 32 --batch-size 2 --widths 4 8 16 --num-threads 1 --device cpu --log-interval 1"
-show() { local name="$1"; shift; "$@" >$L.out 2>$L.err; echo "[$name] exit $? :: $(grep -v '^\s*$' $L.err | grep -v 'it/s\|step/s\|case/s\|s/it' | tail -1 | cut -c1-230)"; }
+show() { local name="$1"; shift; "$@" >$L.out 2>$L.err; local rc=$?; cat $L.err >> $L.all; (exit $rc); echo "[$name] exit $? :: $(grep -v '^\s*$' $L.err | grep -v 'it/s\|step/s\|case/s\|s/it' | tail -1 | cut -c1-230)"; }
 show train-ok $M train --data data --out run $T --iterations 4 --val-interval 2
 show predict-into-input $M predict -i data/TestSet/images -o data/TestSet/images -m run --overwrite
 cp -r data/TestSet/images in; $PY -c "open('in/zz_bad.nii.gz','wb').write(__import__('os').urandom(3000))"
@@ -50,3 +50,50 @@ import json; s=[json.loads(l)['step'] for l in open('sig/metrics.jsonl') if '\"s
 mkdir -p cfgonly; cp run/config.json cfgonly/
 show fresh-on-configured $M train --data data --out cfgonly $T
 show resume-configured $M train --out cfgonly --resume --iterations 2
+# --- issue #36 ---
+# a label stored LAS beside its RAS image: the same voxels (flip + shift) train; the flip without
+# the shift (a mirrored header) is refused, also with --geometry image
+cp -r data g1; cp -r data g2; $PY - <<'P'
+import nibabel as nib, numpy as np, os
+for root, shift in (("g1", True), ("g2", False)):
+    d = f"{root}/train/labels"; f = sorted(os.listdir(d))[0]; img = nib.load(f"{d}/{f}")
+    aff = img.affine.copy(); n = img.shape[0]
+    if shift: aff[:3, 3] += aff[:3, 0] * (n - 1)
+    aff[:3, 0] *= -1
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[::-1].copy(), aff, img.header), f"{d}/{f}")
+P
+show label-las-same-voxels $M train --data g1 --out rg1 $T --iterations 2 --val-interval 2
+show label-mirrored-header $M train --data g2 --out rg2 $T --iterations 2
+show label-mirrored-geometry-image $M train --data g2 --out rg3 $T --iterations 2 --geometry image
+# convert owns its output: a stale case of an earlier conversion is removed; a file it did not
+# write is refused; an output inside the source is refused
+show convert-first $M convert data nn; cp -r data dsmall; rm dsmall/train/*/case01_DE*
+show convert-overwrite $M convert dsmall nn --overwrite; ls nn/imagesTr | tr '\n' ' '; echo
+echo mine > nn/imagesTr/user_0000.nii.gz
+show convert-user-file $M convert dsmall nn --overwrite
+show convert-into-source $M convert data data --overwrite
+rm nn/imagesTr/user_0000.nii.gz; cp nn/imagesTr/case02_DE_0000.nii.gz nn/imagesTr/extra_0000.nii.gz
+show nnunet-numtraining $M train --data nn --out rnn $T --iterations 2
+# demo --overwrite keeps the user's files in its folders
+mkdir -p usr/predictions; echo keep > usr/predictions/notes.txt
+show demo-overwrite-user-file $M demo --out usr --data usr/data --overwrite --minutes 0.01 --device cpu
+ls usr/predictions | grep -c notes.txt
+# options checked before anything is read or written; the retry is not blocked
+show crop-size-37 $M train --data data --out rc $T --crop-size 37
+show lr-nan $M train --data data --out rc $T --lr nan
+show retry-after-bad-option $M train --data data --out rc $T --iterations 2 --val-interval 2
+# checkpoints that do not fit, random bytes as a checkpoint
+mkdir -p wrong/checkpoints; $PY -c "
+import json; c=json.load(open('run/config.json')); c['widths']=[8,16,32]; json.dump(c, open('wrong/config.json','w'))"
+cp run/checkpoints/best.pt wrong/checkpoints/best.pt
+show checkpoint-other-network $M predict -i data/TestSet/images -o pw -m wrong
+head -c 5000 /dev/urandom > rnd.pt
+show checkpoint-random-bytes $M predict -i data/TestSet/images -o pr -m rnd.pt
+show overwrite-and-continue $M predict -i data/TestSet/images -o pred -m run --overwrite --continue
+# Ctrl-C during start-up imports
+$M train --data data --out rsig $T >/dev/null 2>$L.int & pid=$!; sleep 0.3; kill -INT $pid; wait $pid
+echo "[sigint-startup] exit $? :: $(tail -1 $L.int | cut -c1-230)"; cat $L.int >> $L.all
+# annotate on a port in use
+$PY -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 18765)); s.listen(); time.sleep(60)" & lp=$!; sleep 1
+show annotate-port-taken $M annotate data --port 18765; kill $lp
+echo "tracebacks in all stderr: $(grep -c Traceback $L.all)"

@@ -71,6 +71,27 @@ def tiny_config(data: Path, **overrides):
     return TrainConfig(**base)
 
 
+class StopAtValidation(Exception):
+    """Raised by :func:`interrupt_and_resume`'s callback: a kill right after a validation."""
+
+
+def interrupt_and_resume(cfg, run_dir: Path, step: int) -> dict:
+    """Train ``cfg`` into ``run_dir``, stopped right after the validation of ``step`` (its
+    ``last.pt`` saved, as a kill after a checkpoint), then resume it to the end; the resumed
+    ``train``'s result."""
+    from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
+    from medcl.training.run import resume_config, train
+
+    def interrupt(record):
+        if record["event"] == "val" and record["step"] == step:
+            raise StopAtValidation
+
+    with pytest.raises(StopAtValidation):
+        train(cfg, run_dir, callback=interrupt)
+    assert load_checkpoint(checkpoint_path(run_dir, "last"))["step"] == step
+    return train(resume_config(run_dir), run_dir, resume=True)
+
+
 #: training flags of the CLI tests: a run in a second or two on the tiny dataset
 CLI_TRAIN_FLAGS = ["--crop-size", "32", "--batch-size", "2", "--iterations", "4",
                    "--val-interval", "2", "--widths", "4", "8", "16", "--num-threads", "1",

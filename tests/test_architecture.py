@@ -11,8 +11,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "medcl"
 #: the wings, lowest first; a module may import its own wing and the wings listed before it.
-WING_ORDER = (("errors", "files", "extras"), ("runtime",), ("data",), ("models",), ("method",),
-              ("evaluation",), ("inference",), ("training",), ("demo", "cli", "annotate"))
+WING_ORDER = (("errors", "files", "extras", "ownership"), ("runtime",), ("data",), ("models",),
+              ("method",), ("evaluation",), ("inference",), ("training",), ("demo", "cli", "annotate"))
 MAX_LINES = 400
 
 

@@ -88,6 +88,20 @@ def test_finished_run_skips_records_without_a_step(tmp_path):
     assert seconds == 10.0
 
 
+def test_selections_name_each_rules_checkpoint_and_read_old_records():
+    """Raw peaks at step 10, post-processed at step 20; a record from before #42 holds the raw
+    score in ``mean_dice`` only."""
+    new = [{"event": "val", "step": 10, "mean_dice": 0.5, "mean_dice_raw": 0.4,
+            "mean_dice_post": 0.5},
+           {"event": "val", "step": 20, "mean_dice": 0.7, "mean_dice_raw": 0.3,
+            "mean_dice_post": 0.7}]
+    assert mscmr.selections(new) == {"raw": {"step": 10, "score": 0.4},
+                                     "post": {"step": 20, "score": 0.7}}
+    old = [{"event": "val", "step": 10, "mean_dice": 0.3}, {"event": "val", "step": 20,
+                                                           "mean_dice": 0.3}]
+    assert mscmr.selections(old) == {"raw": {"step": 10, "score": 0.3}, "post": None}
+
+
 def test_gpu_rows_merge_the_shared_options_and_pass_the_row_flags(tmp_path):
     import json
 

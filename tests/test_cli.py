@@ -13,6 +13,7 @@ from conftest import CLI_TRAIN_FLAGS, write_nifti
 from conftest import one_line_error as _one_line_error
 
 from medcl.cli import main
+from medcl.ownership import MANIFEST_NAME
 
 
 def test_train_predict_evaluate(tiny_dataset, trained_run, tmp_path, capsys):
@@ -93,7 +94,7 @@ def test_predict_bad_input(problem, trained_run, tmp_path, capsys):
         failed = [line for line in captured.err.splitlines() if "case zbad failed" in line]
         assert len(failed) == 1 and all(fragment in failed[0] for fragment in expect)
         assert (out / "good.nii.gz").is_file() and "1 cases failed" in captured.out
-    leftovers = [p.name for p in out.glob("*")] if out.exists() else []
+    leftovers = [p.name for p in out.glob("*") if p.name != MANIFEST_NAME] if out.exists() else []
     assert all(name.endswith(".nii.gz") and ".tmp" not in name for name in leftovers)
 
 

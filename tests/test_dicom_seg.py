@@ -59,4 +59,4 @@ def test_nifti_input_or_a_mismatched_series_is_refused(tiny_dataset, dicom_cases
     case = next(dicom_cases.iterdir())
     with pytest.raises(DataError, match="cannot reference it"):
         save_seg(tmp_path / "x.dcm", np.zeros((3, 3, 3), np.uint8), case, ("bg", "fg"),
-                 model_name="unet", version="0")
+                 model_name="unet")

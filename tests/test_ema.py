@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupt_and_resume, tiny_config
 from torch import nn
 
 from medcl.errors import ConfigError
 from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
 from medcl.training.config import TrainConfig
 from medcl.training.ema import WeightAverage
-from medcl.training.run import resume_config, train
+from medcl.training.run import train
 
 
 def test_update_by_hand():
@@ -42,17 +42,7 @@ def test_checkpoints_keep_the_average_and_resume_exactly(tiny_dataset, tmp_path)
                if ckpt["model"][k].is_floating_point()
                and not torch.equal(ckpt["model"][k], ckpt["train_model"][k])]
     assert differs  # "model" is the average, not the raw weights
-
-    class Stop(Exception):
-        pass
-
-    def interrupt(record):
-        if record["event"] == "val" and record["step"] == 3:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(cfg, tmp_path / "resumed", callback=interrupt)
-    train(resume_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True)
+    interrupt_and_resume(cfg, tmp_path / "resumed", 3)
     resumed = load_checkpoint(checkpoint_path(tmp_path / "resumed", "last"))
     for key in ("model", "train_model"):
         for name, value in ckpt[key].items():

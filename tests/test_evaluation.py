@@ -169,7 +169,7 @@ def test_overlays_for_cases_with_images(folders, tmp_path):
                                num_overlay_slices=2)
     # most ground-truth foreground: z = 1 (5 voxels), then z = 0 (1 voxel)
     assert summary["overlays"] == {"subject1_DE": ["subject1_DE_z000.png", "subject1_DE_z001.png"]}
-    assert sorted(p.name for p in overlay_dir.iterdir()) == summary["overlays"]["subject1_DE"]
+    assert sorted(p.name for p in overlay_dir.glob("*.png")) == summary["overlays"]["subject1_DE"]
 
 
 def test_overlay_image_geometry_checked(folders, tmp_path):

@@ -67,7 +67,7 @@ def test_export_holds_every_member_with_its_sha256(exported, trained_run):
     assert state["about"]["licence"] == "CC-BY-4.0" and state["about"]["torch"]
     assert state["training_data"]["cases"] == {"train": 4, "val": 1}
     assert state["training_data"]["in_channels"] == 1
-    assert state["metrics"]["mean_dice"] == state["metrics"]["best"]
+    assert state["metrics"]["validation"]["mean_dice"] == state["metrics"]["best"]
     assert state["postprocessing"] == json.loads((trained_run / "postprocessing.json").read_text())
     text = json.dumps({k: state[k] for k in JSON_MEMBERS})
     cases = json.loads((trained_run / "cases.json").read_text())
@@ -143,9 +143,9 @@ def test_a_damaged_newer_or_foreign_file_is_one_line_exit_2(exported, tiny_datas
     assert not (tmp_path / "out").exists()
 
 
-def test_export_refuses_to_overwrite(exported, trained_run, tmp_path, capsys):
+def test_export_refuses_to_overwrite(trained_run, tmp_path, capsys):
     out = tmp_path / "model.medcl"
-    shutil.copy2(exported, out)
+    assert main(["export", str(trained_run), str(out)]) == 0
     assert main(["export", str(trained_run), str(out)]) == 2
     one_line_error(capsys, str(out), "already exists", "--overwrite")
     assert main(["export", str(trained_run), str(out), "--overwrite"]) == 0
@@ -153,7 +153,7 @@ def test_export_refuses_to_overwrite(exported, trained_run, tmp_path, capsys):
     mine = tmp_path / "notes.medcl"
     mine.write_text("my notes")
     assert main(["export", str(trained_run), str(mine), "--overwrite"]) == 2
-    one_line_error(capsys, str(mine), "not a file medcl export wrote")
+    one_line_error(capsys, str(mine), "exists and was not written by medcl")
     assert mine.read_text() == "my notes"
     with pytest.raises(DataError, match="checkpoint not found"):
         export_run(tmp_path / "no_run", tmp_path / "x.medcl")

@@ -68,7 +68,8 @@ def test_init_from_a_run_folder_records_its_checkpoint(trained_run, tiny_dataset
 def test_another_network_is_one_line_exit_2(exported, tiny_dataset, tmp_path, capsys):
     assert _train(tiny_dataset, tmp_path / "wide", "--init-from", str(exported),
                   "--widths", "4", "8") == 2
-    one_line_error(capsys, str(exported), "do not fit", "widths [4, 8, 16] there, [4, 8] here")
+    one_line_error(capsys, str(exported), "do not fit this run's model 'unet'", "widths [4, 8]",
+                   "saved for model 'unet' (in_channels 1, num_classes 4, widths [4, 8, 16])")
     assert not (tmp_path / "wide" / "config.json").exists()
     assert _train(tiny_dataset, tmp_path / "none", "--init-from", str(tmp_path / "nowhere")) == 2
     one_line_error(capsys, "nowhere", "checkpoint not found")

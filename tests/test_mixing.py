@@ -84,6 +84,16 @@ def test_inter_mix_formula_and_tag_union():
         [True, False, True], [True, True, False], [True, False, True]]
 
 
+def test_a_mix_with_an_untagged_slice_gets_no_tags():
+    """An untagged slice (no annotated class: its content is unknown) mixed with a tagged one:
+    the mix keeps no tag, so the existence loss skips it instead of pushing it onto the tagged
+    partner's classes (it used to get the partner's tags)."""
+    tags = torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 1]], dtype=torch.bool)
+    partner = torch.tensor([1, 0, 0])
+    assert InterImageMix.mix_tags(tags, partner).tolist() == [
+        [False, False, False], [False, False, False], [True, True, True]]
+
+
 def test_options_are_validated():
     with pytest.raises(ConfigError, match="unknown box policy 'centre'; valid: roi, random"):
         IntraImageMix(box="centre")

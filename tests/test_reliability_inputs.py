@@ -143,8 +143,8 @@ def test_evaluate_refuses_a_value_outside_the_label_definition(tmp_path):
     ({"widths": [4, "a"]}, "expected a list of int or null"),
     ({"rot90": 1}, "rot90=1 is not valid; expected bool"),
     ({"num_threads": 0}, "num_threads must be >= 1, got 0"),
-    ({"target_spacing": 0.0}, "target_spacing must be > 0 mm"),
-    ({"checkpoint_minutes": -1.0}, "checkpoint_minutes >= 0"),
+    ({"target_spacing": 0.0}, "target_spacing must be finite and > 0, got 0.0"),
+    ({"checkpoint_minutes": -1.0}, "checkpoint_minutes must be finite and >= 0, got -1.0"),
 ])
 def test_config_values_of_the_wrong_type_or_range(value, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
@@ -211,3 +211,97 @@ def test_predictor_accepts_a_checkpoint_file(tiny_dataset, tmp_path):
     for a, b in zip(from_file.model.state_dict().values(), from_dir.model.state_dict().values()):
         assert torch.equal(a, b)
     assert LabelSpec.from_dict(from_file.spec.to_dict()) == from_dir.spec
+
+
+# -- issue #36: options checked where they are declared, before anything is read --------------
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"crop_size": 37}, "crop_size must be a multiple of 16 for model 'unet' (it halves its "
+                        "input 4 times), got 37; e.g. 32 or 48"),
+    ({"crop_size": 4, "widths": [4, 8, 16, 32]}, "crop_size must be a multiple of 8 for model "
+                                                  "'unet' with widths [4, 8, 16, 32] (it halves "
+                                                  "its input 3 times), got 4; e.g. 8"),
+    ({"widths": [4]}, "widths needs at least 2 positive values, got (4,)"),
+    ({"widths": [4, 0]}, "every value of widths must be >= 1, got [4, 0]"),
+    ({"lr": NAN}, "lr must be finite and > 0, got nan"),
+    ({"weight_decay": -1.0}, "weight_decay must be finite and >= 0, got -1.0"),
+    ({"temperature": NAN}, "temperature must be finite and > 0, got nan"),
+    ({"pce_weight": INF}, "pce_weight must be finite and >= 0, got inf"),
+    ({"max_minutes": NAN}, "max_minutes must be finite and > 0, got nan"),
+    ({"checkpoint_minutes": INF}, "checkpoint_minutes must be finite and >= 0, got inf"),
+    ({"target_spacing": INF}, "target_spacing must be finite and > 0, got inf"),
+    ({"seed": -1}, "seed must be in [0, 4294967295], got -1"),  # numpy's seeding range
+    ({"intra_max_angle": 181.0}, "intra_max_angle must be in [0, 180], got 181.0"),
+    ({"mix_beta": 0.0}, "mix_beta must be finite and > 0, got 0.0"),
+    ({"num_prototypes": 1}, "num_prototypes must be >= 2, got 1"),
+    ({"rotate_degrees": -1.0}, "rotate_degrees must be finite and >= 0, got -1.0"),
+    ({"roi_margin": -0.5}, "roi_margin must be finite and >= 0, got -0.5"),
+    ({"intra_box_min": 0.0}, "intra_box_min must be in (0, 1], got 0.0"),
+    ({"intra_box_min": 0.9, "intra_box_max": 0.5}, "intra_box_min must be <= intra_box_max, got "
+                                                    "0.9 > 0.5"),
+])
+def test_option_gaps_are_refused_on_construction(value, message):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(data="x", **value)
+    assert str(info.value) == message
+
+
+def test_every_numeric_option_declares_its_range_and_refuses_nan(tmp_path):
+    import dataclasses
+
+    from medcl.training.config import field_type
+
+    numeric = [f for f in dataclasses.fields(TrainConfig) if field_type(f)[0] in (int, float)]
+    assert len(numeric) > 40 and not [f.name for f in numeric if "valid" not in f.metadata]
+    for f in numeric:
+        if field_type(f)[0] is float:
+            for bad in (NAN, INF, -INF):
+                with pytest.raises(ConfigError, match=f"^{f.name} must be"):
+                    TrainConfig(data="x", **{f.name: bad})
+    stored = tmp_path / "config.json"  # JSON allows NaN: a stored or --config file is named
+    stored.write_text('{"data": "x", "lr": NaN}')
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_file(stored)
+    assert str(info.value) == f"{stored}: lr must be finite and > 0, got nan"
+
+
+@pytest.fixture
+def annotate_root(tmp_path):
+    from medcl.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path / "ds", num_train=2, num_val=1, num_test=0,
+                            shape=(32, 40, 3), seed=2)
+
+
+def test_annotate_port_in_use_is_one_line_and_exit_2(annotate_root, monkeypatch, capsys):
+    import socket
+
+    pytest.importorskip("fastapi", reason="medcl[annotate] is not installed (fastapi)")
+    pytest.importorskip("uvicorn", reason="medcl[annotate] is not installed (uvicorn)")
+    from medcl.annotate import server
+
+    monkeypatch.setattr(server, "open_session", lambda *a, **k: pytest.fail("session opened"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["annotate", str(annotate_root), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"medcl annotate: error: 127.0.0.1:{port}: the port is in use (another medcl "
+                   "annotate?); choose another with --port"]
+
+
+def test_annotate_skips_a_case_whose_image_links_out_of_the_dataset(annotate_root, tmp_path,
+                                                                     caplog):
+    from medcl.annotate.cases import CaseStore
+
+    image = annotate_root / "train/images/case01_DE.nii.gz"
+    shutil.move(image, tmp_path / "outside.nii.gz")
+    image.symlink_to(tmp_path / "outside.nii.gz")  # its scribble file stays in the dataset
+    with caplog.at_level(logging.WARNING):
+        store = CaseStore(annotate_root)
+    assert sorted(store.cases) == ["case02_DE"]
+    assert f"{image}: resolves outside {annotate_root.resolve()}; case 'case01_DE' skipped" \
+        in caplog.text

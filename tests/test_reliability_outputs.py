@@ -1,6 +1,5 @@
 """Never destroy a user's files, keep going past one bad case (issue #10, items 1, 2, 6, 8)."""
 
-import json
 import logging
 import os
 import shutil
@@ -10,11 +9,12 @@ import pytest
 from conftest import tiny_config, write_nifti
 
 from medcl.cli import main
-from medcl.demo import DEMO_MANIFEST, _prepare_out, run_demo
+from medcl.demo import _prepare_out, run_demo
 from medcl.errors import CasesFailed, ConfigError, DataError, WriteError
 from medcl.evaluation import evaluate as evaluate_module
 from medcl.evaluation.evaluate import evaluate_folders
 from medcl.inference.predictor import Predictor, predict_path
+from medcl.ownership import OutputFolder
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +49,17 @@ def test_demo_overwrite_never_removes_the_users_data(tmp_path):
 
 def test_demo_overwrite_removes_only_its_recorded_parts(tmp_path):
     _prepare_out(tmp_path, False, [], ("data", "run", "predictions", "evaluation"))
-    assert json.loads((tmp_path / DEMO_MANIFEST).read_text())["parts"] == [
+    assert sorted(OutputFolder(tmp_path, "demo").recorded()) == [
         "data", "evaluation", "predictions", "run"]
     for part in ("data", "run"):
-        (tmp_path / part).mkdir()
-        (tmp_path / part / "x").write_text("demo output")
+        (tmp_path / part / "sub").mkdir(parents=True)
+        (tmp_path / part / "sub" / "x").write_text("demo output")
+        OutputFolder(tmp_path / part, "demo").record([tmp_path / part / "sub" / "x"])
     (tmp_path / "notes").mkdir()
     with pytest.raises(DataError, match="data: an earlier demo is here; pass --overwrite"):
         _prepare_out(tmp_path, False, [], ("data", "run", "predictions", "evaluation"))
     _prepare_out(tmp_path, True, [], ("data", "run", "predictions", "evaluation"))
-    assert not (tmp_path / "data").exists() and not (tmp_path / "run").exists()
+    assert not any((tmp_path / "data").iterdir()) and not any((tmp_path / "run").iterdir())
     assert (tmp_path / "notes").is_dir()
 
 
@@ -152,3 +153,30 @@ def test_predict_single_bad_file_is_its_own_error(predictor, tmp_path):
     with pytest.raises(DataError, match="a.nii.gz: not a readable NIfTI") as info:
         predict_path(images / "a.nii.gz", tmp_path / "out", predictor)
     assert not isinstance(info.value, CasesFailed)
+
+
+def test_postprocess_checks_the_run_folder_before_computing(tiny_dataset, tmp_path, monkeypatch,
+                                                            capsys):
+    """A read-only run folder (simulated: tests run as root, which may write anywhere)."""
+    import errno
+    import tempfile
+
+    from medcl.training import postprocessing_choice
+    from medcl.training.run import train
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_dataset, iterations=2, val_interval=2, postprocessing="none"), run)
+    real_mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and os.path.samefile(dir, run):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(postprocessing_choice, "load_run_validation",
+                        lambda cfg: pytest.fail("validation cases read before the check"))
+    assert main(["postprocess", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"medcl postprocess: error: {run}: cannot write "
+                                               "(PermissionError: [Errno 13] Permission denied")

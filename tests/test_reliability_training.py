@@ -186,3 +186,115 @@ def test_every_torch_load_is_weights_only():
     calls = [(p, m.group(0)) for p in src.rglob("*.py")
              for m in re.finditer(r"torch\.load\([^)]*\)", p.read_text())]
     assert calls and all("weights_only=True" in call for _, call in calls), calls
+
+
+# -- issue #36 ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("flags, message", [
+    (["--crop-size", "37"], "crop_size must be a multiple of 4 for model 'unet' with widths "
+                            "[4, 8, 16] (it halves its input 2 times), got 37; e.g. 36 or 40"),
+    (["--lr", "nan"], "lr must be finite and > 0, got nan"),
+    (["--weight-decay", "-1"], "weight_decay must be finite and >= 0, got -1.0"),
+])
+def test_bad_option_exits_2_before_reading_data_and_writes_nothing(flags, message, tiny_dataset,
+                                                                   tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run_module, "load_training_data",
+                        lambda *a, **k: pytest.fail("data loaded before the options were checked"))
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_dataset), "--out", str(run), *TRAIN_FLAGS,
+                 *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"medcl train: error: {message}"]
+    assert not run.exists()
+
+
+def test_run_failing_before_its_first_step_leaves_nothing_that_blocks_a_retry(tiny_dataset,
+                                                                               tmp_path,
+                                                                               monkeypatch):
+    def boom(self):
+        raise RuntimeError("out of memory in the first step")
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("the user's")  # the folder and this file were there before
+    monkeypatch.setattr(Trainer, "train_step", boom)
+    for out in (run, tmp_path / "new" / "run"):
+        with pytest.raises(RuntimeError, match="first step"):
+            train(tiny_config(tiny_dataset), out)
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    train(tiny_config(tiny_dataset, iterations=2, val_interval=2), run)  # not "already holds"
+    assert load_checkpoint(checkpoint_path(run, "last"))["step"] == 2
+
+
+def test_checkpoint_of_another_network_is_one_line_at_resume_and_predict(tiny_dataset, tmp_path,
+                                                                         capsys):
+    from conftest import write_nifti
+
+    from medcl.models import build_model
+
+    run = tmp_path / "run"
+    train(tiny_config(tiny_dataset, iterations=2, val_interval=2, postprocessing="none"), run)
+    config = json.loads((run / CONFIG_NAME).read_text())
+    (run / CONFIG_NAME).write_text(json.dumps({**config, "widths": [8, 16, 32]}))
+    assert main(["train", "--out", str(run), "--resume", "--iterations", "4"]) == 2
+    # 66 tensors: 5 conv blocks of 2 x (conv weight, 5 batch-norm tensors), 2 up-convolutions
+    # (weight, bias), the head (weight, bias); all but the 10 scalar batch counts and head.bias
+    # (4 classes) change shape with the widths: 55 misfits
+    net = "model 'unet' (in_channels 1, num_classes 4, widths {})"
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"medcl train: error: {checkpoint_path(run, 'last')}: the weights do not fit "
+        f"{net.format([8, 16, 32])}: encoders.0.0.weight is (4, 1, 3, 3) in the file, "
+        f"(8, 1, 3, 3) in the network (and 54 more); the file was saved for "
+        f"{net.format([4, 8, 16])}"]
+    state = torch.load(checkpoint_path(run, "best"), weights_only=True)
+    three = build_model("unet", in_channels=1, num_classes=3, widths=[4, 8, 16])
+    state["model"] = three.state_dict()  # the head's weight and bias are for 3 classes
+    other = tmp_path / "three_classes.pt"
+    torch.save(state, other)
+    image = write_nifti(tmp_path / "in" / "a.nii.gz", torch.rand(32, 32, 2).numpy())
+    assert main(["predict", "-i", str(image), "-o", str(tmp_path / "out"), "-m", str(other),
+                 "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"medcl predict: error: {other}: the weights do not fit {net.format([4, 8, 16])}: "
+        "head.weight is (3, 4, 1, 1) in the file, (4, 4, 1, 1) in the network (and 1 more)")
+
+
+def test_random_bytes_are_not_a_pytorch_checkpoint(tmp_path):
+    for name, content in (("random.pt", bytes(range(256)) * 16), ("empty.pt", b""),
+                          ("notes.pt", b"weights: see the wiki\n")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError) as info:
+            load_checkpoint(tmp_path / name)
+        assert str(info.value) == (f"{tmp_path / name}: not a PyTorch checkpoint (neither the "
+                                   "zip archive torch.save writes nor its legacy format)")
+    legacy = tmp_path / "legacy.pt"  # torch.save before torch 1.6: a pickle, refused as code
+    torch.save({"model": _RunsCode()}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(DataError, match="legacy.pt: refused: loading it would run code"):
+        load_checkpoint(legacy)
+    zipped = tmp_path / "zipped.pt"
+    torch.save({"model": _RunsCode()}, zipped)
+    with pytest.raises(DataError, match=r"zipped.pt: refused: loading it would run code \(it "
+                                        r"holds posix.system;"):
+        load_checkpoint(zipped)
+
+
+def test_sigint_during_startup_imports_exits_130_in_one_line():
+    """Ctrl-C while torch is being imported (the seconds before any command runs)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import medcl
+
+    code = ("import sys\n"
+            "class CtrlC:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, CtrlC())\n"
+            "from medcl.cli import main\n"  # what the console script `medcl` does
+            "sys.exit(main(['train', '--help']))\n")
+    src = Path(medcl.__file__).parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(src)})
+    assert (proc.returncode, proc.stderr) == (130, "medcl: interrupted\n")

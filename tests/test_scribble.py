@@ -242,15 +242,21 @@ def test_cli_options_reach_the_simulator(dense_folder, tmp_path):
     assert set(np.unique(values)) == {100, 7}                    # no background, no LV strokes
 
 
-def test_cli_never_overwrites_without_the_flag(dense_folder, tmp_path, capsys):
+def test_cli_never_overwrites_without_the_flag_nor_the_users_files(dense_folder, tmp_path,
+                                                                   capsys):
     folder, labels = dense_folder
     out = tmp_path / "scribbles"
     out.mkdir()
     (out / "a.nii.gz").write_bytes(b"mine")
     args = ["scribble", str(folder), str(out), "--labels", str(labels)]
+    for extra in ([], ["--overwrite"]):  # a file medcl did not write: never replaced
+        assert main(args + extra) == 2
+        assert "a.nii.gz: exists and was not written by medcl" in capsys.readouterr().err
+        assert (out / "a.nii.gz").read_bytes() == b"mine" and not (out / "b.nii.gz").exists()
+    (out / "a.nii.gz").unlink()
+    assert main(args) == 0
     assert main(args) == 2
-    assert "a.nii.gz exists" in capsys.readouterr().err
-    assert (out / "a.nii.gz").read_bytes() == b"mine" and not (out / "b.nii.gz").exists()
+    assert "a.nii.gz: output already exists (2 files); use --overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite"]) == 0
     assert nib.load(str(out / "a.nii.gz")).shape == (SIZE, SIZE, 2)
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import interrupt_and_resume, tiny_config
 
 from medcl.errors import ConfigError, DataError
 from medcl.runtime.checkpoint import checkpoint_path, load_checkpoint
@@ -36,18 +36,7 @@ def test_train_writes_run_folder(tiny_dataset, tmp_path):
 def test_resume_continues_exactly(tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset)
     train(cfg, tmp_path / "straight")
-
-    class Stop(Exception):
-        pass
-
-    def interrupt(record):
-        if record["event"] == "val" and record["step"] == 3:
-            raise Stop
-
-    with pytest.raises(Stop, match="^$"):
-        train(cfg, tmp_path / "resumed", callback=interrupt)
-    assert load_checkpoint(checkpoint_path(tmp_path / "resumed", "last"))["step"] == 3
-    result = train(resume_config(tmp_path / "resumed"), tmp_path / "resumed", resume=True)
+    result = interrupt_and_resume(cfg, tmp_path / "resumed", 3)
     assert result["step"] == 6
     straight, resumed = _params(tmp_path / "straight"), _params(tmp_path / "resumed")
     for key in straight:

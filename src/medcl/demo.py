@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -13,64 +11,49 @@ from medcl.data.datasets import discover
 from medcl.data.synthetic import generate_dataset
 from medcl.errors import ConfigError, DataError
 from medcl.evaluation.evaluate import evaluate_folders
-from medcl.files import atomic_write_text, check_writable, paths_overlap
+from medcl.files import check_writable, paths_overlap
 from medcl.inference.predictor import Predictor, predict_path
+from medcl.ownership import OutputFolder
 from medcl.training.config import TrainConfig
 from medcl.training.run import train
 
 log = logging.getLogger(__name__)
 
-#: sub-folders a demo writes into its output folder (and ``--overwrite`` replaces).
+#: sub-folders a demo writes into its output folder (and ``--overwrite`` clears of its files).
 DEMO_PARTS = ("data", "run", "predictions", "evaluation")
-#: the demo's record of the sub-folders it created: the only ones ``--overwrite`` removes.
-DEMO_MANIFEST = ".medcl-demo.json"
 #: training options for the generated data (96 x 96 px slices): small crops, frequent validation.
 SYNTHETIC_TRAINING = {"crop_size": 96, "batch_size": 8, "val_interval": 100, "lr": 2e-3,
                       "iterations": 100_000}
 OVERLAY_SLICES = 2
 
 
-def _demo_parts(out: Path) -> set[str]:
-    """The sub-folders of ``out`` that a demo recorded as its own in :data:`DEMO_MANIFEST`."""
-    manifest = out / DEMO_MANIFEST
-    if not manifest.is_file():
-        return set()
-    try:
-        parts = json.loads(manifest.read_text()).get("parts", [])
-    except (OSError, ValueError, AttributeError):
-        log.warning("%s: unreadable; treating nothing in %s as the demo's own", manifest, out)
-        return set()
-    return {p for p in parts if p in DEMO_PARTS}
-
-
-def _record_parts(out: Path, parts: set[str]) -> None:
-    atomic_write_text(out / DEMO_MANIFEST, json.dumps({"parts": sorted(parts)}) + "\n")
-
-
 def _prepare_out(out: Path, overwrite: bool, inputs: list[Path], parts: tuple[str, ...]) -> None:
-    """Make room for ``parts`` in ``out``: remove only sub-folders an earlier demo recorded as
-    its own, and never one that is, holds or lies inside an input (``--data``, ``--labels``).
+    """Make room for ``parts`` in ``out``. Only sub-folders an earlier demo recorded as its own
+    (in ``out``'s record, :mod:`medcl.ownership`) are cleared, and of them only the files medcl
+    recorded there; never a sub-folder that is, holds or lies inside an input (``--data``,
+    ``--labels``). Anything else stays, named in a warning.
 
     Raises:
-        DataError: a sub-folder is in the way that medcl did not write, or ``overwrite`` is off.
+        DataError: a sub-folder is in the way that medcl did not create, or ``overwrite`` is off.
     """
-    own = _demo_parts(out)
+    record = OutputFolder(out, "demo")
     taken = [out / p for p in DEMO_PARTS if (out / p).exists() or (out / p).is_symlink()]
+    mine = []
     for path in taken:
         if any(paths_overlap(path, i) for i in inputs):
             if path.name in parts:
                 raise DataError(f"{path}: holds an input of this demo; choose another --out")
             continue  # the user's --data inside --out, not a part this demo writes
-        if path.name not in own or path.is_symlink():
+        if not record.owns(path) or path.is_symlink():
             raise DataError(f"{path}: exists and was not written by medcl demo; it is never "
                             "removed: choose another --out")
         if not overwrite:
             raise DataError(f"{path}: an earlier demo is here; pass --overwrite or another --out")
-    for path in taken:
-        if path.name in own and not any(paths_overlap(path, i) for i in inputs):
-            shutil.rmtree(path)
+        mine.append(path)
+    for path in mine:
+        OutputFolder(path, "demo").release()
     check_writable(out)
-    _record_parts(out, (own - {p.name for p in taken}) | set(parts))
+    record.record([out / p for p in parts])
 
 
 def run_demo(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = None,
@@ -91,7 +74,7 @@ def run_demo(out_dir: str | os.PathLike, *, data: str | os.PathLike | None = Non
     _prepare_out(out, overwrite, inputs, parts)
     extra = {}
     if data is None:
-        data = generate_dataset(out / "data", seed=0)
+        data = generate_dataset(out / "data", seed=0, overwrite=True)
         extra = dict(SYNTHETIC_TRAINING)
         log.info("generated a synthetic dataset in %s", data)
     else:

@@ -58,7 +58,7 @@ def check_writable(folder: str | os.PathLike) -> Path:
         WriteError: naming the folder, the cause and the free space.
     """
     folder = Path(folder)
-    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    created = missing_folders(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".medcl-write-check.", dir=folder)
@@ -67,10 +67,23 @@ def check_writable(folder: str | os.PathLike) -> Path:
     except OSError as exc:
         raise write_error(folder, exc) from exc
     finally:
-        for path in created:  # deepest first
-            with contextlib.suppress(OSError):
-                path.rmdir()
+        remove_empty_folders(created)
     return folder
+
+
+def missing_folders(folder: str | os.PathLike) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what creating
+    ``folder`` will create (and :func:`remove_empty_folders` may take back)."""
+    folder = Path(folder)
+    return [p for p in (folder, *folder.parents) if not p.exists()]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; one that is not (something
+    else was written there since) is left with all it holds."""
+    for path in folders:
+        with contextlib.suppress(OSError):  # not empty or already gone: keep what is there
+            path.rmdir()
 
 
 @contextlib.contextmanager

@@ -41,11 +41,12 @@ from medcl.annotate.drawing import (
 from medcl.data.datasets import (
     detect_layout,
     group_channels,
+    match_case,
     nifti_files,
     pair_by_case,
     resolve_spec,
 )
-from medcl.data.io import Volume, load_image, load_nifti, save_nifti
+from medcl.data.io import Volume, case_stem, load_image, load_nifti, save_nifti
 from medcl.data.labels import LabelSpec
 from medcl.errors import DataError
 
@@ -132,11 +133,18 @@ class CaseStore:
     def _discover(self) -> dict[str, AnnotationCase]:
         images_name, labels_name, suffix = _LAYOUT_DIRS[self.layout]
         images_dir, labels_dir = self.root / images_name, self.root / labels_name
-        files = [p for p in nifti_files(images_dir) if not p.name.startswith(".")
-                 and self._inside(p)]
+        files = [p for p in nifti_files(images_dir) if not p.name.startswith(".")]
         groups = group_channels(files, self.spec.in_channels)
+        outside = set()
+        for case, paths in groups.items():
+            for path in (p for p in paths if not self._resolves_inside(p)):
+                log.warning("%s: resolves outside %s; case %r skipped", path, self.root, case)
+                outside.add(case)
         labels = [p for p in nifti_files(labels_dir) if not p.name.startswith(".")] \
             if labels_dir.is_dir() and any(labels_dir.iterdir()) else []
+        # a skipped case's scribbles go with it (left to pair, they would match no image)
+        labels = [p for p in labels if match_case(case_stem(p), sorted(groups)) not in outside]
+        groups = {case: paths for case, paths in groups.items() if case not in outside}
         cases = {}
         for case in pair_by_case(groups, labels, require_all=False):
             target = case.label_path or labels_dir / f"{case.case_id}{suffix}.nii.gz"
@@ -145,9 +153,12 @@ class CaseStore:
             raise DataError(f"{images_dir}: no images to annotate")
         return cases
 
-    def _inside(self, path: Path) -> bool:
+    def _resolves_inside(self, path: Path) -> bool:
         resolved = path.resolve()
-        if resolved == self.root or self.root in resolved.parents:
+        return resolved == self.root or self.root in resolved.parents
+
+    def _inside(self, path: Path) -> bool:
+        if self._resolves_inside(path):
             return True
         log.warning("%s: resolves outside %s; ignored", path, self.root)
         return False

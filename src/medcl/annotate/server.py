@@ -9,10 +9,12 @@ another address on purpose.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 
 import nibabel as nib
@@ -227,13 +229,37 @@ def open_session(dataset: str | os.PathLike, *, run: str | os.PathLike | None = 
                    train_config=config)
 
 
-def serve(session: Session, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serve the page until interrupted (reviews the current model in the background)."""
+def listening_socket(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.socket:
+    """The server's socket, bound before anything else starts (port 0: a free one, see
+    ``getsockname()``), so that a taken port is one line, not a server that fails to start.
+
+    Raises:
+        ConfigError: the port is in use, or ``host:port`` cannot be bound.
+    """
+    address = host.strip("[]")
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is free
+    try:
+        sock.bind((address, port))
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+        sock.close()
+        reason = ("the port is in use (another medcl annotate?); choose another with --port"
+                  if getattr(exc, "errno", None) == errno.EADDRINUSE
+                  else f"cannot listen there ({getattr(exc, 'strerror', None) or exc})")
+        raise ConfigError(f"{host}:{port}: {reason}") from None
+    return sock
+
+
+def serve(session: Session, sock: socket.socket, *, host: str = DEFAULT_HOST) -> None:
+    """Serve the page on ``sock`` (:func:`listening_socket`) until interrupted (reviews the
+    current model in the background)."""
     import uvicorn
 
     session.ensure_review()
     app = create_app(session, host=host)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=sock.getsockname()[1],
+                                           log_level="warning"))
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        server.run(sockets=[sock])
     finally:
         session.close()

@@ -16,7 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="dataset description JSON (default: SOURCE/dataset.json)")
     p.add_argument("--geometry", choices=GEOMETRY_MODES, default="auto",
                    help="header geometry policy (docs/data.md)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier conversion in OUT: its files only, removing its "
+                   "cases that this one does not write again")
     p.set_defaults(func=run)
 
 

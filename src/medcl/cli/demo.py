@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="training budget (default: 2)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier demo's own sub-folders in --out (never --data)")
+                   help="replace an earlier demo's outputs in --out: the files medcl wrote "
+                   "(never --data, nor files medcl did not write)")
     p.set_defaults(func=run)
 
 
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
                            device=args.device, overwrite=args.overwrite, callback=bar)
     finally:
         bar.close()
-    from medcl.evaluation.evaluate import format_markdown
+    from medcl.evaluation.markdown import format_markdown
 
     print(format_markdown(summary))
     print(f"demo outputs in {args.out}")

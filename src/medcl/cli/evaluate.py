@@ -33,11 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from medcl.data.labels import LabelSpec
-    from medcl.evaluation.evaluate import (
-        evaluate_folders,
-        format_markdown,
-        spec_options,
-    )
+    from medcl.evaluation.evaluate import evaluate_folders, spec_options
+    from medcl.evaluation.markdown import format_markdown
 
     options = spec_options(LabelSpec.from_file(args.labels)) if args.labels else {}
     out = Path(args.output or args.pred_dir)

@@ -47,10 +47,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="nifti: OUTPUT/{case}.nii.gz; dicom-seg: OUTPUT/{case}.dcm, a DICOM SEG "
                    "over each case's DICOM series (series input only; pip install "
                    "'medcl[dicom-seg]')")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the predictions this run writes (nothing else)")
-    p.add_argument("--continue", dest="skip_existing", action="store_true",
-                   help="skip cases whose prediction already exists")
+    existing = p.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true",
+                          help="replace the predictions this run writes that medcl wrote "
+                          "(nothing else)")
+    existing.add_argument("--continue", dest="skip_existing", action="store_true",
+                          help="skip cases whose prediction already exists")
     p.set_defaults(func=run)
 
 

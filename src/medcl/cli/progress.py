@@ -37,9 +37,11 @@ class ProgressBar:
             self.bar.set_postfix(post, refresh=False)
             self.bar.refresh()
         elif record["event"] == "val" and record["mean_dice"] is not None:
-            dice = ", ".join(f"{k} {v:.3f}" for k, v in record["dice"].items())
-            message = (f"step {record['step']}: validation mean Dice {record['mean_dice']:.4f} "
-                       f"({dice})")
+            post = record.get("dice_post")
+            dice = ", ".join(f"{k} {v:.3f}" for k, v in (post or record["dice"]).items())
+            message = (f"step {record['step']}: validation mean Dice {record['mean_dice_raw']:.4f}"
+                       + (f" raw, {record['mean_dice_post']:.4f} after post-processing"
+                          if post else "") + f" ({dice})")
             if self.bar is not None:
                 self.bar.write(message)
             else:

@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default: 0.5 9)")
     p.add_argument("--no-background", dest="background", action="store_false",
                    default=argparse.SUPPRESS, help="no background strokes")
-    p.add_argument("--overwrite", action="store_true", help="replace existing scribble files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing scribble files that medcl wrote")
     p.set_defaults(func=run)
 
 

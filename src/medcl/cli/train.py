@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     best = result["best"]
     print(f"trained {result['step']} steps in {result['elapsed_seconds'] / 60:.1f} min; "
-          f"best validation mean Dice {best:.4f} at step {result['best_step']}" if best is not None
+          f"best validation mean Dice {best:.4f} ({cfg.selection}) at step {result['best_step']}"
+          if best is not None
           else f"trained {result['step']} steps (no validation split)")
     print(f"run folder: {args.out}")
     return 0

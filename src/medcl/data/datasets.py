@@ -16,7 +16,8 @@ Two layouts are understood, with no code change per dataset:
 * the **nnU-Net layout**: ``imagesTr/{case}_{XXXX}.nii.gz``, ``labelsTr/{case}.nii.gz``,
   ``imagesTs`` (and optionally ``labelsTs``, ``imagesVal``/``labelsVal``) and ``dataset.json``.
   A ``splits_final.json`` beside them (what ``medcl convert`` writes) moves the ``val`` cases of
-  its first fold from ``imagesTr`` to the validation split.
+  its first fold from ``imagesTr`` to the validation split. ``file_ending``, ``channel_names``,
+  ``numTraining`` and the split file are checked against the files (:mod:`medcl.data.nnunet`).
 
 * a **described layout**: the dataset description's ``files`` section gives, per split, file
   patterns relative to ROOT with ``{case}`` and ``{channel}`` (a channel name) placeholders, the
@@ -29,7 +30,7 @@ Two layouts are understood, with no code change per dataset:
                 "val": {..., "cases": ["myops_training_101"]},
                 "test": {"images": "test20/{case}_{channel}.nii.gz"}}
 
-The label definition (:class:`~medcl.labels.LabelSpec`) comes from an explicit file, else from
+The label definition (:class:`~medcl.data.labels.LabelSpec`) comes from an explicit file, else from
 ``ROOT/dataset.json``.
 """
 
@@ -42,6 +43,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medcl.data import nnunet
 from medcl.data.io import case_stem, is_nifti, visible_entries
 from medcl.data.labels import LabelSpec
 from medcl.errors import ConfigError, DataError
@@ -52,9 +54,7 @@ SPLITS = ("train", "val", "test")
 _MSCMR_DIRS = {"train": ("train",), "val": ("val", "validation"), "test": ("TestSet", "test")}
 _NNUNET_DIRS = {"train": ("imagesTr", "labelsTr"), "val": ("imagesVal", "labelsVal"),
                 "test": ("imagesTs", "labelsTs")}
-_CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 TRAIN_LABELS = ("labels", "dense_labels")
-SPLITS_FILE = "splits_final.json"  # nnU-Net's split file: [{"train": [...], "val": [...]}, ...]
 _SPLIT_KEYS = {"images", "labels", "label_kind", "dense_labels", "dense_kind", "cases",
                "exclude_cases"}
 
@@ -119,7 +119,7 @@ def group_channels(files: list[Path], in_channels: int,
         _refuse_channel_series(files)
     for path in files:
         stem = case_stem(path)
-        match = _CHANNEL_RE.match(stem)
+        match = nnunet.CHANNEL_RE.match(stem)
         named = _named_channel(stem, channel_names) if in_channels > 1 else None
         if in_channels == 1 and not (match and int(match["channel"]) == 0):
             case, channel = stem, 0
@@ -149,7 +149,7 @@ def _refuse_channel_series(files: list[Path]) -> None:
     """A 1-channel reader given ``{case}_0000``, ``{case}_0001``: a multi-channel folder."""
     stems = {case_stem(p) for p in files}
     for path in files:
-        match = _CHANNEL_RE.match(case_stem(path))
+        match = nnunet.CHANNEL_RE.match(case_stem(path))
         if match and int(match["channel"]) > 0 and f"{match['case']}_0000" in stems:
             raise DataError(f"{path}: looks like channel {int(match['channel'])} of case "
                             f"{match['case']!r}, but the model or dataset has 1 input channel")
@@ -287,19 +287,17 @@ def _described_split(root: Path, desc: dict, spec: LabelSpec, source: str,
     return out
 
 
-def _apply_split_file(dataset: Dataset, path: Path) -> None:
-    """Move the first fold's validation cases of nnU-Net's split file out of ``train``."""
-    try:
-        fold = json.loads(path.read_text())[0]
-        val = set(fold["val"])
-    except (json.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-        raise DataError(f"{path}: not a split file [{{'train': [...], 'val': [...]}}] ({exc})") from None
+def _apply_nnunet_files(dataset: Dataset, description: dict, source: str) -> None:
+    """Check ``numTraining`` against ``imagesTr``; move the first fold's validation cases of
+    nnU-Net's split file out of ``train`` (cases it lists in neither list are left out)."""
     train = dataset.splits.get("train", [])
-    unknown = sorted(val - {c.case_id for c in train})
-    if unknown:
-        raise DataError(f"{path}: validation cases {unknown} are not in imagesTr")
-    dataset.splits["train"] = [c for c in train if c.case_id not in val]
-    dataset.splits["val"] = [c for c in train if c.case_id in val] + dataset.splits.get("val", [])
+    nnunet.check_num_training(description, source, dataset.root, len(train))
+    path = dataset.root / nnunet.SPLITS_FILE
+    if not path.is_file():
+        return
+    train_ids, val_ids = nnunet.read_split(path, [c.case_id for c in train])
+    dataset.splits["train"] = [c for c in train if c.case_id in train_ids]
+    dataset.splits["val"] = [c for c in train if c.case_id in val_ids] + dataset.splits.get("val", [])
 
 
 def detect_layout(root: Path, description: dict | None = None) -> str:
@@ -339,6 +337,8 @@ def discover(root: str | os.PathLike, labels_file: str | os.PathLike | None = No
         raise ConfigError(f"train_labels={train_labels!r} needs a described layout ('files' in "
                           f"{source})")
     dataset = Dataset(root=root, layout=layout, spec=spec)
+    if layout == "nnunet":
+        nnunet.check_files(root, description, source, spec.channel_names)
     for split in SPLITS:
         if layout == "described":
             files = description["files"]
@@ -358,8 +358,8 @@ def discover(root: str | os.PathLike, labels_file: str | os.PathLike | None = No
                 continue
             images_dir, labels_dir = base / "images", base / "labels"
         dataset.splits[split] = _split_cases(images_dir, labels_dir, spec.in_channels)
-    if layout == "nnunet" and (root / SPLITS_FILE).is_file():
-        _apply_split_file(dataset, root / SPLITS_FILE)
+    if layout == "nnunet":
+        _apply_nnunet_files(dataset, description, source)
     if not dataset.splits.get("train"):
         raise DataError(f"{root}: no training split found")
     check_disjoint_splits(dataset.splits, root)

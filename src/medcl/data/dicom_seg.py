@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
+from medcl import __version__
 from medcl.data.dicom import series_files
-from medcl.errors import DataError
+from medcl.errors import ConfigError, DataError
 from medcl.extras import require
 from medcl.files import atomic_path
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 SEG_SUFFIX = ".dcm"
 #: what ``medcl predict --output-format`` writes: NIfTI label maps, or DICOM SEG objects
 OUTPUT_FORMATS = ("nifti", "dicom-seg")
+#: the predictions' file suffix of each output format
+OUTPUT_SUFFIXES = dict(zip(OUTPUT_FORMATS, (".nii.gz", SEG_SUFFIX), strict=True))
 #: SNOMED CT "Tissue": the coded category and type of every segment (names are not coded)
 TISSUE_CODE = ("85756007", "SCT", "Tissue")
 #: DICOM "Artificial Intelligence": the algorithm family
@@ -48,15 +51,33 @@ def _frames(labels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(labels, _FRAME_AXES))
 
 
+def output_suffix(output_format: str, first_channels: Iterable[Path]) -> str:
+    """The file suffix of ``output_format``'s predictions of cases whose first channels are
+    ``first_channels`` (NIfTI files or DICOM series folders).
+
+    Raises:
+        ConfigError: an unknown format.
+        DataError: ``dicom-seg`` for a NIfTI case (a SEG references a series).
+    """
+    if output_format not in OUTPUT_SUFFIXES:
+        raise ConfigError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got "
+                          f"{output_format!r}")
+    nifti = [p for p in first_channels if not Path(p).is_dir()]
+    if output_format == "dicom-seg" and nifti:
+        raise DataError(f"{nifti[0]}: a DICOM SEG references a DICOM series; this case is a "
+                        "NIfTI file (predict it with --output-format nifti)")
+    return OUTPUT_SUFFIXES[output_format]
+
+
 def save_seg(path: str | os.PathLike, labels: np.ndarray, series_folder: str | os.PathLike,
-             class_names: Sequence[str], *, model_name: str, version: str) -> Path:
+             class_names: Sequence[str], *, model_name: str) -> Path:
     """Write class indices ``labels (X, Y, Z)`` (0 = background) predicted on the series in
     ``series_folder`` as a DICOM SEG at ``path``, atomically.
 
     Args:
         class_names: name of each class index (index 0, the background, is no segment).
-        model_name: the network, recorded as the algorithm's name.
-        version: medcl's version, recorded as the software and algorithm version.
+        model_name: the network, recorded as the algorithm's name (medcl's version as its
+            version and the software version).
 
     Raises:
         ConfigError: highdicom is not installed.
@@ -73,7 +94,7 @@ def save_seg(path: str | os.PathLike, labels: np.ndarray, series_folder: str | o
                         f"{shape[2]} pixels, the prediction {frames.shape}; cannot reference it")
     tissue = hd.sr.CodedConcept(*TISSUE_CODE)
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=f"medcl {model_name}", version=version, family=hd.sr.CodedConcept(*AI_CODE))
+        name=f"medcl {model_name}", version=__version__, family=hd.sr.CodedConcept(*AI_CODE))
     segments = [hd.seg.SegmentDescription(
         segment_number=k, segment_label=name, segmented_property_category=tissue,
         segmented_property_type=tissue, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
@@ -86,7 +107,7 @@ def save_seg(path: str | os.PathLike, labels: np.ndarray, series_folder: str | o
             segment_descriptions=segments, series_instance_uid=hd.UID(),
             series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(),
             instance_number=INSTANCE_NUMBER, manufacturer=MANUFACTURER,
-            manufacturer_model_name=f"medcl {model_name}", software_versions=version,
+            manufacturer_model_name=f"medcl {model_name}", software_versions=__version__,
             device_serial_number=DEVICE_SERIAL, omit_empty_frames=False)
     except (ValueError, TypeError, AttributeError) as exc:
         raise DataError(f"{series_folder}: cannot make a DICOM SEG of it "

@@ -19,6 +19,7 @@ from medcl.data.io import case_stem, is_nifti, load_nifti, save_nifti
 from medcl.data.labels import LabelSpec
 from medcl.data.scribble import ScribbleOptions, scribble_volume
 from medcl.errors import ConfigError, DataError
+from medcl.ownership import OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,9 @@ def scribble_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
         spec: label definition; its ``ignore_value`` marks unlabelled voxels.
         options: how strokes are drawn (default :class:`ScribbleOptions`).
         seed: the output is a function of the inputs and the seed.
-        overwrite: replace existing output files (otherwise an existing one is an error and
-            nothing is written).
+        overwrite: replace existing output files that medcl wrote (otherwise an existing one
+            is an error and nothing is written); a file medcl did not write is never replaced
+            (:mod:`medcl.ownership`).
         progress: called with each case name once its file is written.
 
     Returns:
@@ -77,7 +79,8 @@ def scribble_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     Raises:
         ConfigError: ``spec`` has no ignore value, or the output folder is the input folder.
         DataError: the input folder is missing or empty, an output exists without
-            ``overwrite``, or a label file is unreadable or holds undeclared values.
+            ``overwrite`` or was not written by medcl, or a label file is unreadable or holds
+            undeclared values.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if spec.ignore_value is None:
@@ -89,10 +92,9 @@ def scribble_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     files = sorted(p for p in input_dir.iterdir() if p.is_file() and is_nifti(p))
     if not files:
         raise DataError(f"{input_dir}: no NIfTI label files (.nii or .nii.gz)")
-    existing = [output_dir / p.name for p in files if (output_dir / p.name).exists()]
-    if existing and not overwrite:
-        raise DataError(f"{existing[0]} exists ({len(existing)} of {len(files)} outputs do); "
-                        "use --overwrite to replace them")
+    outputs = OutputFolder(output_dir, "scribble")
+    outputs.check([output_dir / p.name for p in files], overwrite=overwrite,
+                  hint="use --overwrite to replace them")
     written = []
     for path in files:
         volume = load_nifti(path, kind="label")
@@ -102,6 +104,7 @@ def scribble_folder(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
                                   seed=case_seed(seed, case_stem(path)))
         values = np.where(strokes == spec.ignore_index, spec.ignore_value, spec.to_values(strokes))
         save_nifti(output_dir / path.name, values, volume, dtype=_disk_dtype(spec))
+        outputs.record([output_dir / path.name])
         written.append(output_dir / path.name)
         log.debug("%s: %d stroke voxels", path.name, int((strokes != spec.ignore_index).sum()))
         if progress is not None:

@@ -4,7 +4,7 @@
 volume, one thin stroke per structure and slice, everything else ``ignore_index``.
 :func:`make_volume` draws an LGE-like short-axis stack (bright LV and RV blood pools, dark
 myocardium, textured body) and :func:`generate_dataset` writes a small dataset of them in the
-MSCMR or nnU-Net layout, readable by :func:`medcl.datasets.discover`.
+MSCMR or nnU-Net layout, readable by :func:`medcl.data.datasets.discover`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from scipy import ndimage
 
 from medcl.data.io import Volume, save_nifti
 from medcl.data.labels import LabelSpec
+from medcl.data.nnunet import FILE_ENDING
 from medcl.data.scribble import breadth_first_piece
 from medcl.errors import ConfigError, DataError
 from medcl.files import atomic_write_text
+from medcl.ownership import OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -298,8 +300,9 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 8, num_val:
         seed: seed of every random choice.
         layout: ``"mscmr"`` or ``"nnunet"``.
         name: dataset name written to ``dataset.json``.
-        overwrite: write into a non-empty ``out_dir`` (files of an earlier run with more cases
-            are not removed).
+        overwrite: replace an earlier generated dataset in ``out_dir``: its files that this one
+            does not write again are removed; files medcl did not write in its folders are
+            refused, others left (:meth:`medcl.ownership.OutputFolder.replace_layout`).
 
     Returns:
         ``out_dir`` as a :class:`~pathlib.Path`.
@@ -307,6 +310,7 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 8, num_val:
     Raises:
         ConfigError: a bad count, geometry or layout, or a non-empty ``out_dir`` without
             ``overwrite``.
+        DataError: files medcl did not write where the dataset goes.
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -323,23 +327,27 @@ def generate_dataset(out_dir: str | os.PathLike, *, num_train: int = 8, num_val:
     width = max(2, len(str(total)))
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(total)]
     splits = ["train"] * num_train + ["val"] * num_val + ["test"] * num_test
-    for i, (split, rng) in enumerate(zip(splits, rngs), start=1):
-        case = f"case{i:0{width}d}"
+    paths = [_case_paths(out, layout, split, f"case{i:0{width}d}")
+             for i, split in enumerate(splits, start=1)]
+    outputs = OutputFolder(out, "synthetic")
+    outputs.replace_layout([p for pair in paths for p in pair] + [out / "dataset.json"])
+    for split, rng, (img_path, lab_path) in zip(splits, rngs, paths):
         image, labels = make_volume(rng, shape=shape, spacing=spacing)
         if split == "train":
             labels = simulate_scribbles(labels, num_classes=spec.num_classes,
                                         ignore_index=spec.ignore_index, rng=rng)
-        img_path, lab_path = _case_paths(out, layout, split, case)
         affine = random_affine(rng, spacing)
         ref = Volume(data=image, affine=affine, header=nib.Nifti1Image(image, affine).header)
         ref.header.set_xyzt_units("mm")
         save_nifti(img_path, image, ref, dtype=np.float32)
         save_nifti(lab_path, value_lut[labels], ref, dtype=np.uint8)
+        outputs.record([img_path, lab_path])
     meta = {**spec.to_dict(), "name": name,
             "description": f"synthetic cardiac short-axis stacks, seed {seed}"}
     if layout == "nnunet":
-        meta.update({"file_ending": ".nii.gz", "numTraining": num_train})
+        meta.update({"file_ending": FILE_ENDING, "numTraining": num_train})
     atomic_write_text(out / "dataset.json", json.dumps(meta, indent=2) + "\n")
+    outputs.record([out / "dataset.json"])
     log.info("wrote %d synthetic cases (%s layout) to %s", total, layout, out)
     return out
 

@@ -24,6 +24,7 @@ from medcl.data.geometry import GeometryNotes, align, header_geometry
 from medcl.data.io import case_stem
 from medcl.data.labels import LabelSpec
 from medcl.errors import ConfigError, DataError
+from medcl.evaluation.markdown import DICE_DECIMALS, format_markdown
 from medcl.evaluation.metrics import (
     BACKGROUND_VALUE,
     HD95_MEDPY,
@@ -35,24 +36,20 @@ from medcl.evaluation.metrics import (
     definitions,
     empty_mask_flags,
 )
-from medcl.evaluation.overlay import save_overlays
+from medcl.evaluation.overlay import overlay_files, save_overlays
 from medcl.files import atomic_write_text, check_writable
+from medcl.ownership import OutputFolder
 
 log = logging.getLogger(__name__)
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-DICE_DECIMALS = 3
-MM_DECIMALS = 2
-#: decimals shown per metric in the Markdown and HTML reports.
-DECIMALS = {"dice": DICE_DECIMALS, "hd95": MM_DECIMALS, "assd": MM_DECIMALS}
-_HEADERS = {"dice": "Dice", "hd95": "HD95 (mm)", "assd": "ASSD (mm)"}
 AGGREGATION = ("Mean and std are over cases (population std, ddof=0). The 'overall' row first "
                "averages the foreground classes of each case, then takes mean and std over cases.")
 
 
 def _match_files(case_ids: list[str], files: list[Path]) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Assign files to case ids by :func:`~medcl.datasets.match_case`; also return the unmatched."""
+    """Assign files to case ids by :func:`~medcl.data.datasets.match_case`; also return the unmatched."""
     matched: dict[str, list[Path]] = {}
     unmatched = []
     for path in files:
@@ -197,6 +194,22 @@ def spec_options(spec: LabelSpec) -> dict:
             "merge_values": {v: values[n] for v, n in spec.kind().map.items()}}
 
 
+def _check_outputs(out_dir, overlay_dir, case_ids: list[str]) -> dict[str, OutputFolder]:
+    """The records of the summary's and the overlays' folders (overlays inside ``out_dir`` are
+    in its record), once what evaluate replaces there is found to be medcl's own."""
+    records = {}
+    if out_dir is not None:
+        records["summary"] = OutputFolder(check_writable(out_dir), "evaluate")
+        records["summary"].check([Path(out_dir) / n for n in (SUMMARY_JSON, SUMMARY_MD)],
+                                 overwrite=True)
+    if overlay_dir is not None:
+        inside = out_dir is not None and records["summary"].holds(overlay_dir)
+        records["overlays"] = records["summary"] if inside else OutputFolder(overlay_dir, "evaluate")
+        records["overlays"].check([p for c in case_ids for p in overlay_files(overlay_dir, c)],
+                                  overwrite=True)
+    return records
+
+
 def _spacing_of(gt, pred) -> tuple[float, float, float]:
     """The ground truth's spacing, or the prediction's when the ground truth lost its geometry."""
     return pred.spacing if header_geometry(gt.header).lost else gt.spacing
@@ -223,7 +236,8 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         merge_values: ground-truth value -> the value it counts as (merged classes, from the
             description's ``dense`` label kind: MyoPS's RV ``{600: 0}``).
         geometry: geometry policy of :mod:`medcl.data.geometry` (prediction vs ground truth).
-        out_dir: if given, ``summary.json`` and ``summary.md`` are written there.
+        out_dir: if given, ``summary.json`` and ``summary.md`` are written there (replacing
+            only medcl's own, :mod:`medcl.ownership`).
         overlay_dir: if given (with ``image_dir``), overlay PNGs per case are written there.
         image_dir: folder of the images, matched to cases like the ground truth.
         num_overlay_slices: slices with the most foreground per case in the overlays; the
@@ -243,14 +257,14 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
 
     Raises:
         DataError: files without partners, unreadable files, or a prediction (or image) whose
-            shape or affine differs from its ground truth. The message names the file.
+            shape or affine differs from its ground truth, or a file medcl did not write where
+            an output goes. The message names the file.
         ConfigError: invalid options.
     """
     classes = _check_options(class_values, overlay_dir, image_dir, num_overlay_slices,
                              hd95_convention)
     pairs = pair_predictions(gt_dir, pred_dir)
-    if out_dir is not None:  # before the metrics, the expensive part
-        check_writable(out_dir)
+    records = _check_outputs(out_dir, overlay_dir, [c for c, _, _ in pairs])  # before the metrics
     if classes is None:
         classes = _classes_from_gt([gt for _, _, gt in pairs])
     allowed = {BACKGROUND_VALUE, *classes.values()}
@@ -291,6 +305,7 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
                              notes=notes)
             paths = save_overlays(image.data, pred.data, gt.data, overlay_dir, case, classes,
                                   num_slices=num_overlay_slices, affine=image.affine)
+            records["overlays"].record(paths)
             overlays[case] = [p.name for p in paths]
 
     notes.warn(str(pred_dir))
@@ -319,6 +334,7 @@ def evaluate_folders(gt_dir: str | os.PathLike, pred_dir: str | os.PathLike, *,
         out_dir = Path(out_dir)
         atomic_write_text(out_dir / SUMMARY_JSON, json.dumps(summary, indent=2) + "\n")
         atomic_write_text(out_dir / SUMMARY_MD, format_markdown(summary))
+        records["summary"].record([out_dir / SUMMARY_JSON, out_dir / SUMMARY_MD])
         log.info("wrote %s and %s to %s", SUMMARY_JSON, SUMMARY_MD, out_dir)
     return summary
 
@@ -329,65 +345,3 @@ def _group_summary(groups: dict[str, list[int]], group_cases: dict) -> dict:
         mean[name], std[name] = _stats([group_cases[c][name] for c in group_cases])
     return {"values": groups, "mean": mean, "std": std, "cases": group_cases,
             "mean_dice": float(np.mean([mean[n]["dice"] for n in groups]))}
-
-
-def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|")
-
-
-def _row(cells: list[object]) -> str:
-    return "| " + " | ".join(_cell(c) for c in cells) + " |"
-
-
-def _table(header: list[str], rows: list[list[object]]) -> list[str]:
-    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
-
-
-def mean_std_text(mean: Mapping[str, float], std: Mapping[str, float], metric: str) -> str:
-    """``"mean ± std"`` of ``metric`` with its report decimals."""
-    d = DECIMALS[metric]
-    return f"{mean[metric]:.{d}f} ± {std[metric]:.{d}f}"
-
-
-def metric_headers(summary: Mapping) -> dict[str, str]:
-    """Column header per metric; HD95's names the convention the summary was computed with."""
-    convention = summary.get("hd95_convention", HD95_MEDPY)
-    return {**_HEADERS, "hd95": f"HD95 {convention} (mm)"}
-
-
-def format_markdown(summary: Mapping) -> str:
-    """Markdown report of a summary from :func:`evaluate_folders` (or its ``summary.json``).
-
-    A table of mean ± std per class and overall, a per-case table, the cases penalised by the
-    empty-mask rule, and the metric definitions.
-    """
-    classes = list(summary["classes"])
-    lines = [f"# Segmentation evaluation ({summary['num_cases']} cases)", ""]
-    rows = [[name, *(mean_std_text(summary["mean"][name], summary["std"][name], m) for m in METRIC_NAMES)]
-            for name in classes]
-    overall = summary["overall"]
-    rows.append(["**Mean (foreground)**",
-                 *(mean_std_text(overall["mean"], overall["std"], m) for m in METRIC_NAMES)])
-    headers = metric_headers(summary)
-    lines += _table(["Class", *(headers[m] for m in METRIC_NAMES)], rows)
-    if summary.get("groups"):
-        grouped = summary["groups"]
-        rows = [[f"{n} {grouped['values'][n]}",
-                 *(mean_std_text(grouped["mean"][n], grouped["std"][n], m) for m in METRIC_NAMES)]
-                for n in grouped["values"]]
-        lines += ["", "## Groupings (union of the classes' values)", ""]
-        lines += _table(["Grouping", *(headers[m] for m in METRIC_NAMES)], rows)
-        lines += ["", f"Mean Dice of the groupings: {grouped['mean_dice']:.{DICE_DECIMALS}f}"]
-
-    lines += ["", "## Per case", ""]
-    header = ["Case", *(f"{n} {headers[m]}" for n in classes for m in METRIC_NAMES)]
-    rows = [[case, *(f"{res[n][m]:.{DECIMALS[m]}f}" for n in classes for m in METRIC_NAMES)]
-            for case, res in summary["cases"].items()]
-    lines += _table(header, rows)
-
-    if summary.get("flagged"):
-        lines += ["", "## Empty-mask penalties", "",
-                  "Dice 0 and HD95 = ASSD = volume diagonal for:", ""]
-        lines += [f"- {f['case']} / {f['class']}: {f['reason']}" for f in summary["flagged"]]
-    lines += ["", "## Definitions", "", summary["definitions"], ""]
-    return "\n".join(lines)

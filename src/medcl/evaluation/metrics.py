@@ -108,10 +108,10 @@ def _as_spacing(spacing: Sequence[float], ndim: int) -> np.ndarray:
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     """Dice overlap of two boolean masks of the same shape; 1.0 if both are empty."""
     pred, gt = _as_mask_pair(pred, gt)
-    total = int(pred.sum()) + int(gt.sum())
+    total = np.count_nonzero(pred) + np.count_nonzero(gt)  # faster than a boolean sum
     if total == 0:
         return 1.0
-    return 2.0 * int(np.logical_and(pred, gt).sum()) / total
+    return 2.0 * np.count_nonzero(np.logical_and(pred, gt)) / total
 
 
 def surface(mask: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ prediction), plus the slice with the worst mean Dice when both are given.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from pathlib import Path
@@ -58,6 +59,8 @@ PRED_ALPHA = 0.4
 WINDOW_PERCENTILES = (1.0, 99.0)
 #: thickness in display pixels of the ground-truth contour.
 CONTOUR_WIDTH = 2
+#: digits of the slice index in an overlay's file name (``{case}_z007.png``).
+SLICE_DIGITS = 3
 FONT_SIZE = 16
 #: space in pixels around text and between legend items.
 MARGIN = 8
@@ -288,6 +291,17 @@ def _display(layout: DisplayLayout, plane: np.ndarray | None, size, *, labels: b
     return upsample_labels(screen, size) if labels else upsample_image(screen, size)
 
 
+def overlay_name(case_id: str, z: int) -> str:
+    """The file name of a case's overlay of slice ``z``."""
+    return f"{case_id}_z{z:0{SLICE_DIGITS}d}.png"
+
+
+def overlay_files(out_dir: str | os.PathLike, case_id: str) -> list[Path]:
+    """The overlay PNGs of ``case_id`` in ``out_dir`` (any slice), sorted."""
+    pattern = glob.escape(case_id) + "_z" + "[0-9]" * SLICE_DIGITS + ".png"
+    return sorted(Path(out_dir).glob(pattern))
+
+
 def save_overlays(image: np.ndarray, pred: np.ndarray | None, gt: np.ndarray | None,
                   out_dir: str | os.PathLike, case_id: str, class_values: Mapping[str, int],
                   num_slices: int = 1, *, affine: np.ndarray | None = None) -> list[Path]:
@@ -331,7 +345,7 @@ def save_overlays(image: np.ndarray, pred: np.ndarray | None, gt: np.ndarray | N
                              *(_display(layout, p, size, labels=True) for p in planes), colours)
         title = _title(case_id, z, depth, role, dices, names)
         figure, info = compose_figure(panel, title, legend, layout.edges)
-        path = out_dir / f"{case_id}_z{z:03d}.png"
+        path = out_dir / overlay_name(case_id, z)
         with atomic_path(path) as tmp:
             figure.save(tmp, format="PNG", pnginfo=info)
         written.append(path)

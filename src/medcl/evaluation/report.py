@@ -28,11 +28,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from medcl.errors import ConfigError
-from medcl.evaluation.evaluate import DECIMALS, mean_std_text, metric_headers
+from medcl.evaluation.markdown import DECIMALS, mean_std_text, metric_headers
 from medcl.evaluation.metrics import METRIC_NAMES
 from medcl.evaluation.overlay import class_colours
 from medcl.extras import require
 from medcl.files import atomic_write_text
+from medcl.ownership import OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +224,18 @@ def render_report(summary: Mapping, *, title: str | None = None) -> str:
 
 
 def write_report(summary: Mapping, path: str | os.PathLike, *, title: str | None = None) -> Path:
-    """Write the HTML report of ``summary`` to ``path`` (atomically) and return ``path``.
+    """Write the HTML report of ``summary`` to ``path`` (atomically) and return ``path``;
+    replaces only a report medcl wrote (:mod:`medcl.ownership`).
 
     Raises:
         ConfigError: matplotlib is not installed (``pip install 'medcl[report]'``).
+        DataError: a file medcl did not write is at ``path``.
     """
     path = Path(path)
+    record = OutputFolder(path.parent, "evaluate")
+    record.check([path], overwrite=True)
     atomic_write_text(path, render_report(summary, title=title))
+    record.record([path])
     log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 2**20)
     return path
 

@@ -11,8 +11,8 @@ it, in this order:
   foreground classes (the heart as a whole); every other foreground voxel becomes background;
 * **largest per class**: keep the largest 3D connected component of one class.
 
-Which of them a run uses is chosen on its validation cases after training
-(:mod:`medcl.training.postprocessing_choice`) and stored in ``RUN/postprocessing.json``; a
+Which of them a run uses is chosen on its validation cases, together with the checkpoint
+(:mod:`medcl.training.selection`), and stored in ``RUN/postprocessing.json``; a
 dataset whose structures are not one piece (two kidneys, scattered scar) keeps what validation
 says helps, nothing more. Connectivity is 6-neighbour (faces) in 3D.
 """
@@ -41,13 +41,25 @@ _FACES = ndimage.generate_binary_structure(3, 1)
 
 
 def largest_component_mask(mask: np.ndarray) -> np.ndarray:
-    """The largest 6-connected component of ``mask (X, Y, Z)`` (bool); all False if empty."""
-    comp, count = ndimage.label(mask, structure=_FACES)
+    """The largest 6-connected component of ``mask (X, Y, Z)`` (bool); all False if empty.
+
+    Components are labelled inside the mask's bounding box only (a compact prediction labels
+    a small part of the volume: this runs at every validation, :mod:`medcl.training.selection`).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    out = np.zeros(mask.shape, dtype=bool)
+    boxes = ndimage.find_objects(mask.view(np.uint8))
+    if not boxes:
+        return out
+    box = boxes[0]
+    comp, count = ndimage.label(mask[box], structure=_FACES)
     if count <= 1:
-        return mask.astype(bool, copy=True)
+        out[box] = mask[box]
+        return out
     sizes = np.bincount(comp.ravel())
     sizes[0] = 0
-    return comp == sizes.argmax()
+    out[box] = comp == sizes.argmax()
+    return out
 
 
 def keep_largest_component(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -147,7 +159,7 @@ class Postprocessing:
     @classmethod
     def from_dict(cls, data: dict, class_names: Sequence[str], *, source: str) -> Postprocessing:
         """Read :meth:`to_dict`'s form; ``source`` names the file in errors."""
-        keys = ("centre_fraction", "largest_foreground", "largest_per_class", "validation")
+        keys = ("centre_fraction", "largest_foreground", "largest_per_class", "validation", "step")
         unknown = sorted(set(data) - set(keys))
         if unknown:
             raise DataError(f"{source}: unknown keys {unknown}; valid: {', '.join(keys)}")
@@ -190,9 +202,12 @@ def read_postprocessing(run_dir: str | os.PathLike, class_names: Sequence[str]
 
 
 def write_postprocessing(run_dir: str | os.PathLike, choice: Postprocessing,
-                         class_names: Sequence[str], validation: dict) -> Path:
-    """Store ``choice`` (and the validation scores that chose it) in ``run_dir``, atomically."""
+                         class_names: Sequence[str], validation: dict, *,
+                         step: int | None = None) -> Path:
+    """Store ``choice`` (and the validation scores that chose it; the step of the checkpoint
+    whose predictions they scored, where known) in ``run_dir``, atomically."""
     path = Path(run_dir) / POSTPROCESSING_FILE
-    atomic_write_text(path, json.dumps({**choice.to_dict(class_names),
-                                        "validation": validation}, indent=1) + "\n")
+    atomic_write_text(path, json.dumps({**choice.to_dict(class_names), "validation": validation,
+                                        **({} if step is None else {"step": step})},
+                                       indent=1) + "\n")
     return path

@@ -17,35 +17,28 @@ import torch
 from torch import nn
 
 from medcl.data.datasets import group_channels
-from medcl import __version__
 from medcl.data.dicom import volume_files
-from medcl.data.dicom_seg import OUTPUT_FORMATS, SEG_SUFFIX, save_seg
+from medcl.data.dicom_seg import OUTPUT_SUFFIXES, output_suffix, save_seg
 from medcl.data.geometry import GeometryNotes, read_image
 from medcl.data.io import Volume, is_nifti, save_nifti
 from medcl.data.labels import BACKGROUND, LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
     field_of_view,
-    run_preprocessing,
     image_to_slices,
     pad_to_multiple,
     restore_probs,
+    run_preprocessing,
 )
 from medcl.errors import CasesFailed, ConfigError, DataError, MedclError, WriteError
 from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
-from medcl.evaluation.overlay import save_overlays
-from medcl.files import check_writable, paths_overlap
-from medcl.inference.postprocessing import (
-    POSTPROCESSING_FILE,
-    Postprocessing,
-    check_postprocessing_mode,
-    keep_largest_component,
-    read_postprocessing,
-)
+from medcl.evaluation.overlay import overlay_files, save_overlays
+from medcl.files import check_writable
+from medcl.inference.postprocessing import Postprocessing, keep_largest_component
+from medcl.inference.source import read_source
 from medcl.inference.window import Window, inference_window
 from medcl.models import rebuild_model
-from medcl.runtime.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_checkpoint
-from medcl.runtime.model_file import is_model_file, model_file_checkpoint
+from medcl.ownership import OutputFolder, check_output_outside
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward, resolve_precision
 
@@ -56,8 +49,6 @@ MAX_BATCH_PIXELS = 16 * 256 * 256
 
 PROBS_DIR = "probs"
 OVERLAY_DIR = "overlays"
-#: the predictions' file suffix of each ``output_format``
-OUTPUT_SUFFIXES = dict(zip(OUTPUT_FORMATS, (".nii.gz", SEG_SUFFIX), strict=True))
 #: files an earlier ``medcl evaluate`` may have left beside predictions.
 STALE_NEIGHBOURS = (SUMMARY_JSON, SUMMARY_MD)
 
@@ -115,18 +106,11 @@ class Predictor:
         validation cases; none if absent), ``none`` applies nothing.
         ``window``: ``auto`` (default), ``full``, ``center`` or ``pad`` (:func:`inference_window`).
         """
-        check_postprocessing_mode(postprocessing)
-        path = Path(run_dir)
-        if is_model_file(path):
-            return cls.from_export(path, device=device, precision=precision,
-                                   postprocessing=postprocessing, window=window, **kwargs)
-        folder = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path
-        path = find_checkpoint(path, checkpoint)
-        state = load_checkpoint(path)
-        if postprocessing == "auto" and folder.is_dir():
-            kwargs.setdefault("postprocessing", read_postprocessing(
-                folder, LabelSpec.from_dict(state["label_spec"]).class_names))
-        return cls.from_checkpoint(state, source=path, device=device, precision=precision,
+        state, source, chosen = read_source(run_dir, checkpoint=checkpoint,
+                                            postprocessing=postprocessing)
+        if chosen is not None:
+            kwargs.setdefault("postprocessing", chosen)
+        return cls.from_checkpoint(state, source=source, device=device, precision=precision,
                                    window=window, **kwargs)
 
     @classmethod
@@ -135,13 +119,10 @@ class Predictor:
         """Load a predictor from a model file written by ``medcl export`` (its members checked
         against their sha256, :mod:`medcl.runtime.model_file`); the options are
         :meth:`from_run`'s, ``postprocessing="auto"`` applies the file's post-processing."""
-        check_postprocessing_mode(postprocessing)
-        state = model_file_checkpoint(path)
-        if postprocessing == "auto":
-            spec = LabelSpec.from_dict(state["label_spec"], source=str(path))
-            kwargs.setdefault("postprocessing", Postprocessing.from_dict(
-                state["postprocessing"], spec.class_names, source=f"{path}:{POSTPROCESSING_FILE}"))
-        return cls.from_checkpoint(state, source=Path(path), **kwargs)
+        state, source, chosen = read_source(path, postprocessing=postprocessing, model_file=True)
+        if chosen is not None:
+            kwargs.setdefault("postprocessing", chosen)
+        return cls.from_checkpoint(state, source=source, **kwargs)
 
     @classmethod
     def from_checkpoint(cls, state: dict, *, source: Path, device: str = "auto",
@@ -268,43 +249,54 @@ def label_dtype(spec: LabelSpec) -> type:
 
 def _check_output(input_path: Path, output_dir: Path) -> None:
     """Refuse an output folder that is, holds or lies inside the input; warn of stale summaries."""
-    if paths_overlap(input_path, output_dir):
-        raise DataError(f"{output_dir}: the output folder is, holds or lies inside the input "
-                        f"{input_path}; choose an output folder outside it")
+    check_output_outside(input_path, output_dir)
     stale = [output_dir / name for name in STALE_NEIGHBOURS if (output_dir / name).exists()]
     if stale:
         log.warning("%s: left from an earlier evaluation; it does not describe the new "
                     "predictions (run medcl evaluate again)", ", ".join(map(str, stale)))
 
 
+def _case_outputs(target: Path, case_id: str, save_probs: bool, overlays: bool) -> list[Path]:
+    """The files predicting a case into ``target`` writes: its label map, its probabilities,
+    and its overlays that exist already (their names depend on the slices chosen)."""
+    output_dir, files = target.parent, [target]
+    if save_probs:
+        files.append(output_dir / PROBS_DIR / f"{case_id}.nii.gz")
+    return files + (overlay_files(output_dir / OVERLAY_DIR, case_id) if overlays else [])
+
+
 def predict_case(predictor: Predictor, paths: tuple[Path, ...], target: Path, *,
                  save_probs: bool = False, largest_component: bool = False,
                  overlay_slices: int = 0, notes: GeometryNotes | None = None,
-                 output_format: str = "nifti") -> None:
+                 output_format: str = "nifti") -> list[Path]:
     """Predict one case (its channel files) into ``target`` (and its probabilities and overlays
-    beside it). The channels are read with the predictor's geometry policy; ``target`` gets the
-    image's geometry with ``qform = sform`` (:mod:`medcl.data.geometry`), or is a DICOM SEG
-    over the first channel's series (``output_format="dicom-seg"``, :mod:`medcl.data.dicom_seg`)."""
+    beside it); return the files written. The channels are read with the predictor's geometry
+    policy; ``target`` gets the image's geometry with ``qform = sform``
+    (:mod:`medcl.data.geometry`), or is a DICOM SEG over the first channel's series
+    (``output_format="dicom-seg"``, :mod:`medcl.data.dicom_seg`)."""
     image = read_image(paths, mode=predictor.geometry, notes=notes)
     spec, output_dir = predictor.spec, target.parent
     case_id = target.name[: -len(OUTPUT_SUFFIXES[output_format])]
+    written = []
     if save_probs:  # the whole volume's probabilities are needed anyway
         probs = predictor.predict_volume(image)
         labels = predictor.segment(probs, largest_component=largest_component)
-        save_nifti(output_dir / PROBS_DIR / f"{case_id}.nii.gz", probs, image, dtype=np.float32)
+        written.append(output_dir / PROBS_DIR / f"{case_id}.nii.gz")
+        save_nifti(written[-1], probs, image, dtype=np.float32)
         del probs
     else:
         labels = predictor.label_volume(image, largest_component=largest_component)
     if output_format == "dicom-seg":
-        save_seg(target, labels, paths[0], spec.class_names, model_name=predictor.name,
-                 version=__version__)
+        save_seg(target, labels, paths[0], spec.class_names, model_name=predictor.name)
     else:
         save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
+    written.append(target)
     if overlay_slices:
         values = dict(zip(spec.foreground_names, spec.label_values[1:]))
-        save_overlays(image.data[..., 0], spec.to_values(labels), None,
-                      output_dir / OVERLAY_DIR, case_id, values, num_slices=overlay_slices,
-                      affine=image.affine)
+        written += save_overlays(image.data[..., 0], spec.to_values(labels), None,
+                                 output_dir / OVERLAY_DIR, case_id, values,
+                                 num_slices=overlay_slices, affine=image.affine)
+    return written
 
 
 def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
@@ -319,15 +311,18 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     folder holding one DICOM series (:mod:`medcl.data.dicom`).
 
     Outputs keep the input's grid and geometry (as :mod:`medcl.data.geometry` reads it, written
-    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if any output already exists and neither ``overwrite`` nor
-    ``skip_existing`` is set; ``overwrite`` replaces only the files this prediction writes.
-    A case that fails (unreadable, wrong geometry, ...) does not stop the others.
+    with ``qform = sform``) and hold the dataset's on-disk label values. Nothing is written if
+    any output already exists and neither ``overwrite`` nor ``skip_existing`` is set;
+    ``overwrite`` replaces only the files this prediction writes, and only those medcl wrote
+    (:mod:`medcl.ownership`: a file of the user's in the way is an error, whatever
+    ``overwrite``). A case that fails (unreadable, wrong geometry, ...) does not stop the others.
 
     Args:
         save_probs: also write ``output_dir/probs/{case}.nii.gz``: ``(X, Y, Z, K)`` float32
             probabilities (a sub-folder, so ``output_dir`` stays a folder of label maps).
         largest_component: keep only the largest 3D component of each class.
-        skip_existing: leave cases whose ``{case}.nii.gz`` already exists as they are.
+        skip_existing: leave cases whose ``{case}.nii.gz`` already exists as they are (not with
+            ``overwrite``).
         overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
         output_format: ``nifti``, or ``dicom-seg``: ``output_dir/{case}.dcm``, a DICOM SEG over
             each case's series (DICOM series input only; class indices as segment numbers).
@@ -337,6 +332,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         the label maps written.
 
     Raises:
+        ConfigError: both ``overwrite`` and ``skip_existing``.
         DataError: the input is missing or overlaps ``output_dir``, or outputs exist.
         WriteError: an output could not be written (full disk, read-only folder): stops at once.
         CasesFailed: (folder input) after every other case was predicted, naming each failed
@@ -348,29 +344,29 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
     _check_output(input_path, output_dir)
     if overlay_slices < 0:
         raise ConfigError(f"overlay_slices must be >= 0, got {overlay_slices}")
-    if output_format not in OUTPUT_SUFFIXES:
-        raise ConfigError(f"output_format must be one of {', '.join(OUTPUT_SUFFIXES)}, got "
-                          f"{output_format!r}")
+    if overwrite and skip_existing:
+        raise ConfigError("overwrite (--overwrite) and skip_existing (--continue) contradict each "
+                          "other: choose one")
     cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
-    nifti = [p[0] for p in cases.values() if not p[0].is_dir()]
-    if output_format == "dicom-seg" and nifti:
-        raise DataError(f"{nifti[0]}: a DICOM SEG references a DICOM series; this case is a "
-                        "NIfTI file (predict it with --output-format nifti)")
-    targets = {c: output_dir / f"{c}{OUTPUT_SUFFIXES[output_format]}" for c in cases}
+    suffix = output_suffix(output_format, (paths[0] for paths in cases.values()))
+    targets = {c: output_dir / f"{c}{suffix}" for c in cases}
     existing = [c for c, p in targets.items() if p.exists()]
     if existing and skip_existing:
         log.info("%d cases already predicted in %s; skipped", len(existing), output_dir)
         cases = {c: p for c, p in cases.items() if c not in existing}
-    elif existing and not overwrite:
-        raise DataError(f"{targets[existing[0]]}: output already exists ({len(existing)} files); "
-                        "pass --overwrite to replace predictions or --continue to skip them")
+    outputs = OutputFolder(output_dir, "predict")
+    outputs.check([f for c in cases for f in _case_outputs(targets[c], c, save_probs,
+                                                           overlay_slices > 0)],
+                  overwrite=overwrite,
+                  hint="pass --overwrite to replace predictions or --continue to skip them")
     check_writable(output_dir)
     written, failures, notes = [], {}, GeometryNotes()
     for case_id, paths in cases.items():
         try:
-            predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
-                         largest_component=largest_component, overlay_slices=overlay_slices,
-                         notes=notes, output_format=output_format)
+            outputs.record(predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
+                                        largest_component=largest_component,
+                                        overlay_slices=overlay_slices, notes=notes,
+                                        output_format=output_format))
             written.append(targets[case_id])
         except MedclError as exc:
             if isinstance(exc, WriteError) or input_path.is_file():

@@ -40,6 +40,8 @@ HEAD_FORM = "pooled"
 HEAD_GRID = 16
 HEAD_HIDDEN = 512
 NUM_PROTOTYPES = 128
+#: the fewest prototypes a Sinkhorn assignment can spread codes over
+MIN_PROTOTYPES = 2
 TEMPERATURE = 0.5
 
 
@@ -149,8 +151,9 @@ class PrototypeClustering(nn.Module):
     def __init__(self, *, code_dim: int = CODE_DIM, num_prototypes: int = NUM_PROTOTYPES,
                  temperature: float = 0.1, eps: float = 0.05, iterations: int = 3) -> None:
         super().__init__()
-        if num_prototypes < 2 or temperature <= 0 or eps <= 0 or iterations < 1:
-            raise ConfigError("need num_prototypes >= 2, temperature > 0, eps > 0, iterations >= 1")
+        if num_prototypes < MIN_PROTOTYPES or temperature <= 0 or eps <= 0 or iterations < 1:
+            raise ConfigError(f"need num_prototypes >= {MIN_PROTOTYPES}, temperature > 0, eps > 0, "
+                              "iterations >= 1")
         self.prototypes = nn.Linear(code_dim, num_prototypes, bias=False)
         self.temperature = temperature
         self.eps = eps

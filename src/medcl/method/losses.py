@@ -1,7 +1,7 @@
 """Segmentation losses on logits and class-index label maps with an ignore value.
 
 Label maps are ``(B, H, W)`` integer tensors holding class indices ``0..K-1`` and
-``ignore_index`` for unlabelled pixels (see :mod:`medcl.labels`); predictions are
+``ignore_index`` for unlabelled pixels (see :mod:`medcl.data.labels`); predictions are
 ``(B, K, H, W)`` **logits**.
 """
 

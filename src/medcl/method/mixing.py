@@ -11,7 +11,7 @@
 
 Targets are soft ``(B, K, H, W)`` maps: the one-hot of the scribbles with all-zero vectors at
 unlabelled pixels, so that mixing them gives partial-label weights that
-:func:`medcl.losses.soft_partial_ce` uses directly. All randomness comes from a CPU
+:func:`medcl.method.losses.soft_partial_ce` uses directly. All randomness comes from a CPU
 :class:`torch.Generator`.
 """
 
@@ -28,6 +28,8 @@ from medcl.errors import ConfigError
 
 BOX_POLICIES = ("roi", "random")
 PARTNERS = ("reverse", "shuffle")
+#: the largest intra-mix rotation, in degrees (half a turn: larger angles repeat smaller ones)
+MAX_ANGLE = 180.0
 
 
 def sample_beta(alpha: float, n: int, generator: torch.Generator) -> Tensor:
@@ -88,8 +90,8 @@ class IntraImageMix:
                  blend: bool = True) -> None:
         if box not in BOX_POLICIES:
             raise ConfigError(f"unknown box policy {box!r}; valid: {', '.join(BOX_POLICIES)}")
-        if not 0 <= max_angle <= 180:
-            raise ConfigError(f"max_angle must be in [0, 180] degrees, got {max_angle}")
+        if not 0 <= max_angle <= MAX_ANGLE:
+            raise ConfigError(f"max_angle must be in [0, {MAX_ANGLE:g}] degrees, got {max_angle}")
         if not 0 < box_min <= box_max <= 1:
             raise ConfigError(f"need 0 < box_min <= box_max <= 1, got {box_min}, {box_max}")
         if roi_margin < 0 or beta <= 0:
@@ -201,5 +203,9 @@ class InterImageMix:
 
     @staticmethod
     def mix_tags(tags: Tensor, partner: Tensor) -> Tensor:
-        """Class tags of the mixed images: the union of both partners' tags, ``(B, K)`` bool."""
-        return tags | tags[partner.to(tags.device)]
+        """Class tags of the mixed images ``(B, K)`` bool: the union of both partners' tags
+        where both are tagged; no tag where either is not (nothing is known of that image's
+        content, so the mix's existence loss must not push it onto its partner's classes)."""
+        partner_tags = tags[partner.to(tags.device)]
+        known = tags.any(dim=1) & partner_tags.any(dim=1)
+        return (tags | partner_tags) & known[:, None]

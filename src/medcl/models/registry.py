@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
+from ..runtime.checkpoint import describe_network, load_weights
 from .sam import build_sam, find_lite_medsam_weights
 from .sam.segmenter import SamSegmenter
 from .unet import UNet
@@ -84,6 +85,29 @@ MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {
 
 #: models whose image encoder is a SAM-family one (prompt-based heads, fixed input size).
 SAM_MODELS = ("lite_medsam", "sam_vit_b", "sam_tiny")
+#: the default widths of each UNet builder (their number sets the UNet's depth)
+UNET_DEFAULT_WIDTHS = {"unet": UNET_WIDTHS, "unet_small": UNET_SMALL_WIDTHS,
+                       "unet_large": UNET_LARGE_WIDTHS}
+
+
+def _check_registered(name: str) -> None:
+    if name not in MODEL_REGISTRY:
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODEL_REGISTRY))}")
+
+
+def input_size_divisor(name: str, *, widths: Sequence[int] | None = None) -> int:
+    """What the height and width of an input of model ``name`` must be divisible by, known
+    without building it (building a SAM model reads its weights): ``2 ** depth`` for a UNet of
+    ``widths`` (default: the builder's), 1 for the SAM family (it resizes any input itself).
+
+    Raises:
+        ConfigError: ``name`` is not registered, or ``widths`` cannot build a UNet.
+    """
+    _check_registered(name)
+    default = UNET_DEFAULT_WIDTHS.get(name)
+    if default is None:
+        return SamSegmenter.size_divisor
+    return UNet.size_divisor_for(widths or default)
 
 
 def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -94,8 +118,7 @@ def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any)
     Raises:
         ConfigError: if ``name`` is not registered, or an option is invalid.
     """
-    if name not in MODEL_REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODEL_REGISTRY))}")
+    _check_registered(name)
     try:
         return MODEL_REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
     except TypeError as exc:  # an unknown keyword argument
@@ -114,23 +137,14 @@ def portable_kwargs(model_kwargs: dict) -> dict:
     return kwargs
 
 
-def load_weights(model: nn.Module, weights: dict, *, source: str) -> nn.Module:
-    """``model.load_state_dict(weights)`` (strict), with a one-line error naming ``source``.
-
-    Raises:
-        DataError: the weights do not fit the network (other widths, classes, channels).
-    """
-    try:
-        model.load_state_dict(weights)
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()
-        raise DataError(f"{source}: its weights do not fit the network "
-                        f"{type(model).__name__} ({first[0] if first else type(exc).__name__}"
-                        f"{'; ...' if len(first) > 1 else ''})") from exc
-    return model
-
-
 def rebuild_model(model_kwargs: dict, weights: dict, *, source: str) -> nn.Module:
     """The trained network of a checkpoint or model file: built from its ``model_kwargs``
-    (:func:`portable_kwargs`), then its ``weights`` loaded."""
-    return load_weights(build_model(**portable_kwargs(model_kwargs)), weights, source=source)
+    (:func:`portable_kwargs`), then its ``weights`` loaded.
+
+    Raises:
+        DataError: the weights do not fit the network (one line naming the first misfit).
+    """
+    kwargs = portable_kwargs(model_kwargs)
+    model = build_model(**kwargs)
+    load_weights(model, weights, source=source, what=describe_network(kwargs))
+    return model

@@ -112,8 +112,7 @@ class UNet(Segmenter):
             raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
         if num_classes < 2:
             raise ConfigError(f"num_classes must be >= 2 (background + classes), got {num_classes}")
-        if len(widths) < 2 or any(w < 1 for w in widths):
-            raise ConfigError(f"widths needs at least 2 positive values, got {widths}")
+        size_divisor = self.size_divisor_for(widths)
         if norm not in NORMS:
             raise ConfigError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
         if not 0.0 <= dropout < 1.0:
@@ -127,7 +126,7 @@ class UNet(Segmenter):
         self.num_classes = num_classes
         self.widths = widths
         self.depth = len(widths) - 1
-        self.size_divisor = SCALE ** self.depth
+        self.size_divisor = size_divisor
 
         self.encoders = nn.ModuleList()
         self.downs = nn.ModuleList()
@@ -155,6 +154,19 @@ class UNet(Segmenter):
                 nn.init.kaiming_normal_(module.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def size_divisor_for(widths: Sequence[int]) -> int:
+        """What the height and width of an input must be divisible by for a UNet of ``widths``:
+        ``2 ** depth`` (the ``depth`` down-sampling steps halve them).
+
+        Raises:
+            ConfigError: ``widths`` has fewer than 2 values or one below 1.
+        """
+        widths = tuple(widths)
+        if len(widths) < 2 or any(w < 1 for w in widths):
+            raise ConfigError(f"widths needs at least 2 positive values, got {widths}")
+        return SCALE ** (len(widths) - 1)
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """Smallest ``(H', W') >= (height, width)`` that the network accepts."""

@@ -7,6 +7,9 @@ import random
 import numpy as np
 import torch
 
+#: the largest seed: numpy's global seeding takes 0 .. 2**32 - 1
+MAX_SEED = 2**32 - 1
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a CPU generator for data sampling/augmentation."""

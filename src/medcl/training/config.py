@@ -23,16 +23,34 @@ from medcl.method.clustering import (
     HEAD_FORMS,
     HEAD_GRID,
     HEAD_HIDDEN,
+    MIN_PROTOTYPES,
     NUM_PROTOTYPES,
     TEMPERATURE,
 )
+from medcl.method.mixing import MAX_ANGLE
 from medcl.method.objectives import MIX_FORWARDS, MIX_VIEWS, SUPERVISIONS
-from medcl.models.registry import MODEL_REGISTRY
+from medcl.models.registry import MODEL_REGISTRY, input_size_divisor
 from medcl.runtime.precision import PRECISION_CHOICES
+from medcl.runtime.rng import MAX_SEED
+from medcl.training.ranges import (
+    AT_LEAST_ONE,
+    BELOW_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    PROBABILITY,
+    SHARE,
+    Interval,
+    check_field_value,
+)
 from medcl.training.schedule import LR_SCHEDULES
 
 METHODS = ("pce", "mix", "cluster", "mix_cluster", "medcl", "recommended")
 DEVICES = ("auto", "cpu", "cuda")
+#: options that bound a range together: the first may not exceed the second
+BOUND_PAIRS = (("scale_min", "scale_max"), ("intra_box_min", "intra_box_max"))
+#: what selects best.pt (docs/training.md): the validation score after the post-processing
+#: chosen on it (what predict writes), or the raw argmax's
+SELECTION_RULES = ("post", "raw")
 #: the section of a run's config.json that records what the machine decided at run time (the
 #: precision ``auto`` chose, and why); informative, ignored when the file is read back
 RESOLVED_KEY = "resolved"
@@ -62,6 +80,8 @@ METHOD_PRESETS: dict[str, dict] = {
 
 
 def _opt(default, help: str, **kw):
+    """A field with its ``--help`` text; ``choices`` (the valid values) or ``valid`` (an
+    :class:`Interval`) are checked on construction."""
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -73,7 +93,8 @@ class TrainConfig:
     data: str = _opt("", "dataset folder (MSCMR or nnU-Net layout)")
     labels: str | None = _opt(None, "label definition JSON (default: DATA/dataset.json)")
     num_scribbled: int | None = _opt(None, "keep scribbles of the first N training cases "
-                                     "(sorted ids); the rest are unlabelled with class tags")
+                                     "(sorted ids); the rest are unlabelled with class tags",
+                                     valid=AT_LEAST_ONE)
     scribbled_cases: list[str] | None = _opt(None, "explicit case ids whose scribbles are kept")
     geometry: str = _opt("auto", "header geometry policy (docs/data.md): auto puts files with no "
                          "or self-inconsistent geometry on the image's grid and stops on a real "
@@ -87,7 +108,7 @@ class TrainConfig:
                             "(+ Dice with --dice-weight) on dense labels, the upper bound",
                             choices=SUPERVISIONS)
     target_spacing: float | None = _opt(None, "in-plane spacing in mm to resample to "
-                                        "(default: median of the training cases)")
+                                        "(default: median of the training cases)", valid=POSITIVE)
     normalization: str = _opt("zscore", "per-volume intensity normalisation",
                               choices=("zscore", "minmax", "none"))
     nonzero_mask: bool | None = _opt(None, "the zero-filled region outside the acquired field "
@@ -95,7 +116,7 @@ class TrainConfig:
                                      "labelled background in training, predicted background "
                                      "(default: off for the paper's presets; detected from the "
                                      "training images for --method recommended)")
-    crop_size: int = _opt(192, "square training crop size in pixels")
+    crop_size: int = _opt(192, "square training crop size in pixels", valid=POSITIVE)
     slice_cache: str = _opt("memory", "where the preprocessed training slices live: memory, or "
                             "disk (written to RUN/slices, memory-mapped, removed after training: "
                             "for training sets larger than the memory, e.g. abdominal CT)",
@@ -103,27 +124,31 @@ class TrainConfig:
     class_balance: float = _opt(0.0, "share of the labelled training draws that pick a "
                                 "foreground class uniformly and crop around one of its pixels "
                                 "(for many classes of very different sizes, e.g. 0.5 for "
-                                "abdominal CT); 0: slices drawn uniformly")
+                                "abdominal CT); 0: slices drawn uniformly", valid=PROBABILITY)
     # augmentation
-    rotate_degrees: float = _opt(15.0, "max random rotation in degrees")
-    scale_min: float = _opt(0.85, "min random isotropic scale")
-    scale_max: float = _opt(1.15, "max random isotropic scale")
-    flip_prob: float = _opt(0.5, "probability of each flip")
+    rotate_degrees: float = _opt(15.0, "max random rotation in degrees", valid=NON_NEGATIVE)
+    scale_min: float = _opt(0.85, "min random isotropic scale", valid=POSITIVE)
+    scale_max: float = _opt(1.15, "max random isotropic scale", valid=POSITIVE)
+    flip_prob: float = _opt(0.5, "probability of each flip", valid=PROBABILITY)
     rot90: bool = _opt(True, "random multiples of 90 degree rotation")
     # model
     model: str = _opt("unet", "model from the registry (UNets; SAM-family segmenters with "
                       "learned class prompts, docs/sam.md)", choices=tuple(MODEL_REGISTRY))
-    widths: list[int] | None = _opt(None, "UNet channel widths per level (default: the model's)")
+    widths: list[int] | None = _opt(None, "UNet channel widths per level (default: the model's)",
+                                    valid=AT_LEAST_ONE)
     norm: str = _opt("batch", "normalisation layer", choices=("batch", "instance", "group", "none"))
-    dropout: float = _opt(0.0, "Dropout2d probability inside every UNet conv block")
+    dropout: float = _opt(0.0, "Dropout2d probability inside every UNet conv block",
+                          valid=BELOW_ONE)
     sam_checkpoint: str | None = _opt("auto", "SAM models: weights file in the SAM/MedSAM "
                                       "format, auto (the installed LiteMedSAM weights) or none")
     sam_encoder: str = _opt("frozen", "SAM models: frozen (embeddings cached), partial (last "
                             "stage + neck train) or full image encoder",
                             choices=("frozen", "partial", "full"))
-    sam_prompt_tokens: int = _opt(2, "SAM models: learned tokens per class prompt")
+    sam_prompt_tokens: int = _opt(2, "SAM models: learned tokens per class prompt",
+                                  valid=AT_LEAST_ONE)
     sam_cache_size: int = _opt(2048, "SAM models: embeddings kept by the frozen encoder's cache "
-                               "besides the precomputed ones (0: no cache, nothing precomputed)")
+                               "besides the precomputed ones (0: no cache, nothing precomputed)",
+                               valid=NON_NEGATIVE)
     sam_decode: str = _opt("joint", "SAM models: joint (all prompts of an image in one decoder "
                            "pass) or per_prompt (one pass per prompt)",
                            choices=("joint", "per_prompt"))
@@ -150,27 +175,35 @@ class TrainConfig:
     # method and losses (None: the --method preset's value, see docs/method.md)
     method: str = _opt("pce", "method preset: pce baseline, the ablation rows mix / cluster / "
                        "mix_cluster, or the full medcl", choices=METHODS)
-    pce_weight: float = _opt(1.0, "weight of partial CE on the scribbled pixels")
+    pce_weight: float = _opt(1.0, "weight of partial CE on the scribbled pixels",
+                             valid=NON_NEGATIVE)
     dice_weight: float | None = _opt(None, "weight of a Dice term on labelled pixels (scribble) "
-                                     "or all pixels (dense)")
-    mix_pce_weight: float | None = _opt(None, "weight of partial CE on inter-mixed scribbles")
+                                     "or all pixels (dense)", valid=NON_NEGATIVE)
+    mix_pce_weight: float | None = _opt(None, "weight of partial CE on inter-mixed scribbles",
+                                        valid=NON_NEGATIVE)
     mix_consistency_weight: float | None = _opt(None, "weight of the consistency between "
-                                                "f(mix(x)) and mix(f(x))")
-    existence_weight: float | None = _opt(None, "weight of the class-tag existence loss")
-    global_weight: float | None = _opt(None, "weight of the global (batch) clustering loss")
-    local_weight: float | None = _opt(None, "weight of the local (two-view) clustering loss")
+                                                "f(mix(x)) and mix(f(x))", valid=NON_NEGATIVE)
+    existence_weight: float | None = _opt(None, "weight of the class-tag existence loss",
+                                          valid=NON_NEGATIVE)
+    global_weight: float | None = _opt(None, "weight of the global (batch) clustering loss",
+                                       valid=NON_NEGATIVE)
+    local_weight: float | None = _opt(None, "weight of the local (two-view) clustering loss",
+                                      valid=NON_NEGATIVE)
     prompt_consistency_weight: float | None = _opt(
         None, "SAM models: weight of the agreement between the union prompt's mask and the sum "
-        "of the single-class prompts' foreground probabilities (plus pCE of the union mask)")
+        "of the single-class prompts' foreground probabilities (plus pCE of the union mask)",
+        valid=NON_NEGATIVE)
     intra_mix: bool | None = _opt(None, "blend each view with a rotated copy outside a box "
                                   "(off: views are plain rotations)")
-    intra_max_angle: float = _opt(30.0, "intra-mix rotation range in degrees (authors' code: 180)")
+    intra_max_angle: float = _opt(30.0, "intra-mix rotation range in degrees (authors' code: 180)",
+                                  valid=Interval(0, MAX_ANGLE))
     intra_box: str = _opt("roi", "intra-mix kept box: roi (scribbled foreground box, as the "
                           "paper describes) or random (authors' code)", choices=("roi", "random"))
-    intra_box_min: float = _opt(0.9, "random box side, min fraction of the image side")
-    intra_box_max: float = _opt(1.0, "random box side, max fraction of the image side")
-    roi_margin: float = _opt(0.1, "margin added around the roi box, fraction of its size")
-    mix_beta: float = _opt(0.5, "Beta(b, b) parameter of all mixing weights")
+    intra_box_min: float = _opt(0.9, "random box side, min fraction of the image side", valid=SHARE)
+    intra_box_max: float = _opt(1.0, "random box side, max fraction of the image side", valid=SHARE)
+    roi_margin: float = _opt(0.1, "margin added around the roi box, fraction of its size",
+                             valid=NON_NEGATIVE)
+    mix_beta: float = _opt(0.5, "Beta(b, b) parameter of all mixing weights", valid=POSITIVE)
     inter_partner: str = _opt("reverse", "inter-mix partner: reverse batch or a shuffle",
                               choices=("reverse", "shuffle"))
     mix_views: str = _opt("both", "which views are inter-mixed: both views of every image (2B "
@@ -184,46 +217,57 @@ class TrainConfig:
                            choices=CLUSTERINGS)
     head: str = _opt(HEAD_FORM, "projection head: pooled (any size) or full (authors', tied to "
                      "the crop size)", choices=HEAD_FORMS)
-    head_grid: int = _opt(HEAD_GRID, "pooled head layout side")
-    head_hidden: int = _opt(HEAD_HIDDEN, "projection head hidden width")
-    code_dim: int = _opt(CODE_DIM, "anatomy code dimension")
-    temperature: float = _opt(TEMPERATURE, "NT-Xent temperature")
-    num_prototypes: int = _opt(NUM_PROTOTYPES, "prototypes of the prototype clustering")
+    head_grid: int = _opt(HEAD_GRID, "pooled head layout side", valid=AT_LEAST_ONE)
+    head_hidden: int = _opt(HEAD_HIDDEN, "projection head hidden width", valid=AT_LEAST_ONE)
+    code_dim: int = _opt(CODE_DIM, "anatomy code dimension", valid=AT_LEAST_ONE)
+    temperature: float = _opt(TEMPERATURE, "NT-Xent temperature", valid=POSITIVE)
+    num_prototypes: int = _opt(NUM_PROTOTYPES, "prototypes of the prototype clustering",
+                               valid=Interval(MIN_PROTOTYPES))
     labelled_fraction: float | None = _opt(None, "share of each batch drawn from scribbled "
                                            "slices when unlabelled slices are used "
-                                           "(default: 0.5 for methods that use them)")
+                                           "(default: 0.5 for methods that use them)", valid=SHARE)
     supervised_warmup: float | None = _opt(None, "share of training (of the wall-clock budget with "
                                     "max_minutes, else of the iterations) spent on the scribble "
                                     "loss alone (one view of scribbled slices, no mixing or "
                                     "clustering) before the other MedCL terms switch on; 0: from "
                                     "the first step, as in the paper (default: 0; 0.3 for "
-                                    "--method recommended)")
+                                    "--method recommended)", valid=BELOW_ONE)
     medcl_rampup: float = _opt(0.0, "share of training, from the end of the supervised warm-up, "
                                "over which the weights of the MedCL terms (all but the scribble "
                                "pCE and Dice) rise from 0 to their values along exp(-5 (1 - t)^2); "
-                               "0: full weights at once, as in the paper")
+                               "0: full weights at once, as in the paper", valid=PROBABILITY)
     # optimisation
-    batch_size: int = _opt(8, "slices per batch")
-    lr: float = _opt(1e-3, "peak learning rate (AdamW)")
-    weight_decay: float = _opt(1e-4, "AdamW weight decay")
+    batch_size: int = _opt(8, "slices per batch", valid=POSITIVE)
+    lr: float = _opt(1e-3, "peak learning rate (AdamW)", valid=POSITIVE)
+    weight_decay: float = _opt(1e-4, "AdamW weight decay", valid=NON_NEGATIVE)
     lr_schedule: str = _opt("poly", "learning-rate decay", choices=LR_SCHEDULES)
-    warmup_steps: int = _opt(50, "linear warm-up steps")
-    iterations: int = _opt(4000, "number of training steps")
+    warmup_steps: int = _opt(50, "linear warm-up steps", valid=NON_NEGATIVE)
+    iterations: int = _opt(4000, "number of training steps", valid=POSITIVE)
     ema_decay: float = _opt(0.0, "validate, select and save an exponential moving average of "
-                            "the weights (training/ema.py), e.g. 0.99; 0: off (the raw weights)")
+                            "the weights (training/ema.py), e.g. 0.99; 0: off (the raw weights)",
+                            valid=BELOW_ONE)
     max_minutes: float | None = _opt(None, "wall-clock budget in minutes (training stops and "
-                                     "the LR schedule ends at whichever comes first)")
+                                     "the LR schedule ends at whichever comes first)",
+                                     valid=POSITIVE)
     # run control
-    val_interval: int = _opt(200, "steps between validations (0: only at the end)")
-    log_interval: int = _opt(10, "steps between metric log lines")
-    seed: int = _opt(42, "random seed")
+    val_interval: int = _opt(200, "steps between validations (0: only at the end)",
+                             valid=NON_NEGATIVE)
+    log_interval: int = _opt(10, "steps between metric log lines", valid=POSITIVE)
+    seed: int = _opt(42, "random seed", valid=Interval(0, MAX_SEED))
     device: str = _opt("auto", "device", choices=DEVICES)
-    num_threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)")
-    infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference")
+    num_threads: int | None = _opt(None, "CPU threads for torch (default: torch's choice)",
+                                   valid=AT_LEAST_ONE)
+    infer_batch_size: int = _opt(16, "slices per forward pass at validation/inference",
+                                 valid=POSITIVE)
     postprocessing: str = _opt("auto", "after training, choose connected-component "
                                "post-processing on the validation cases (nnU-Net's rule: keep "
                                "what raises validation Dice; RUN/postprocessing.json, applied by "
                                "predict): auto, or none", choices=POSTPROCESSING_MODES)
+    selection: str | None = _opt(None, "the validation score that picks best.pt: post (after "
+                                 "the post-processing chosen on the same predictions, what "
+                                 "predict writes; chosen together with RUN/postprocessing.json) "
+                                 "or raw (the network's argmax); default: post, raw with "
+                                 "--postprocessing none", choices=SELECTION_RULES)
     precision: str = _opt("auto", "network precision: auto (bf16 autocast where the hardware "
                           "runs bf16 natively: CPU flags avx512_bf16/amx_bf16, CUDA with bf16; "
                           "fp32 elsewhere), fp32, or bf16 (forced; emulated and slow on AVX2-only "
@@ -234,7 +278,8 @@ class TrainConfig:
                          "first steps compile); falls back to eager with a warning")
     sync_bn: bool = _opt(False, "synchronise batch-norm statistics across torchrun processes")
     checkpoint_minutes: float = _opt(5.0, "minutes between time-based saves of last.pt, "
-                                     "independent of validation (0: only at validation)")
+                                     "independent of validation (0: only at validation)",
+                                     valid=NON_NEGATIVE)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -243,72 +288,59 @@ class TrainConfig:
         for name, value in METHOD_PRESETS[self.method].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.selection is None:
+            self.selection = "post" if self.postprocessing == "auto" else "raw"
+        if self.selection == "post" and self.postprocessing == "none":
+            raise ConfigError("selection='post' selects on the post-processed validation score, "
+                              "which needs postprocessing='auto'; with postprocessing='none' "
+                              "predict writes the raw argmax: use selection='raw'")
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value not in choices:
-                raise ConfigError(f"{f.name}={value!r} is not valid; choose from {', '.join(choices)}")
-        positive = ("crop_size", "batch_size", "iterations", "log_interval", "infer_batch_size")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.val_interval < 0 or self.warmup_steps < 0:
-            raise ConfigError("val_interval and warmup_steps must be >= 0")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
-        if not 0 < self.scale_min <= self.scale_max:
-            raise ConfigError(f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}")
-        if not 0 <= self.flip_prob <= 1 or not 0 <= self.dropout < 1:
-            raise ConfigError("flip_prob must be in [0, 1] and dropout in [0, 1)")
-        weights = [f.name for f in dataclasses.fields(self) if f.name.endswith("_weight")]
-        negative = [n for n in weights if getattr(self, n) < 0]
-        if negative:
-            raise ConfigError(f"loss weights must be >= 0: {negative}")
+            check_field_value(f, getattr(self, f.name))
+        for low, high in BOUND_PAIRS:
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(f"{low} must be <= {high}, got {getattr(self, low)} > "
+                                  f"{getattr(self, high)}")
         if self.supervision == "dense" and self.method != "pce":
             raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
-        if self.labelled_fraction is not None and not 0 < self.labelled_fraction <= 1:
-            raise ConfigError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
-        if not 0 <= self.class_balance <= 1:
-            raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
-        if not 0 <= self.supervised_warmup < 1:
-            raise ConfigError(f"supervised_warmup must be in [0, 1), got {self.supervised_warmup}")
-        if not 0 <= self.medcl_rampup <= 1 - self.supervised_warmup:
+        if self.medcl_rampup > 1 - self.supervised_warmup:
             raise ConfigError(f"medcl_rampup must be in [0, 1 - supervised_warmup] = "
                               f"[0, {1 - self.supervised_warmup:g}], got {self.medcl_rampup}")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.sam_prompt_tokens < 1 or self.sam_cache_size < 0:
-            raise ConfigError("sam_prompt_tokens must be >= 1 and sam_cache_size >= 0")
-        at_least = {"num_threads": 1, "head_grid": 1, "head_hidden": 1, "code_dim": 1,
-                    "num_prototypes": 1, "num_scribbled": 1}
-        for name, low in at_least.items():
-            if getattr(self, name) is not None and getattr(self, name) < low:
-                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)}")
-        if self.target_spacing is not None and not self.target_spacing > 0:
-            raise ConfigError(f"target_spacing must be > 0 mm, got {self.target_spacing}")
-        if self.temperature <= 0 or self.checkpoint_minutes < 0:
-            raise ConfigError(f"temperature must be > 0 and checkpoint_minutes >= 0, got "
-                              f"{self.temperature}, {self.checkpoint_minutes}")
         if self.init_from_sha256 and not self.init_from:
             raise ConfigError("init_from_sha256 needs init_from (the file it is the sha256 of)")
         if self.num_scribbled is not None and self.scribbled_cases:
             raise ConfigError("give num_scribbled or scribbled_cases, not both")
+        self._check_crop_size()
+
+    def _check_crop_size(self) -> None:
+        """The crop must fit the model: a UNet halves its input once per level below the first."""
+        divisor = input_size_divisor(self.model, widths=self.widths)
+        if self.crop_size % divisor:
+            below = self.crop_size // divisor * divisor
+            near = " or ".join(str(n) for n in (below, below + divisor) if n > 0)
+            widths = f" with widths {self.widths}" if self.widths else ""
+            raise ConfigError(f"crop_size must be a multiple of {divisor} for model "
+                              f"{self.model!r}{widths} (it halves its input "
+                              f"{divisor.bit_length() - 1} times), got {self.crop_size}; "
+                              f"e.g. {near}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict, *, source: str = "configuration") -> "TrainConfig":
+    def from_dict(cls, data: dict, *, source: str | None = None) -> "TrainConfig":
+        """``data``'s options checked; errors name ``source`` (the file) when given."""
+        where = source or "configuration"
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a JSON object of options, got "
+            raise ConfigError(f"{where}: expected a JSON object of options, got "
                               f"{type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ConfigError(f"{source}: unknown keys {unknown}")
-        return cls(**data)
+            raise ConfigError(f"{where}: unknown keys {unknown}")
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}" if source else str(exc)) from None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":

@@ -29,14 +29,10 @@ from medcl.inference.window import inference_window
 from medcl.models import SAM_MODELS, rebuild_model
 from medcl.models.onnx import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, can_export_onnx, export_onnx
 from medcl.models.registry import portable_kwargs
+from medcl.ownership import OutputFolder
 from medcl.runtime.checkpoint import CHECKPOINT_DIR, find_checkpoint, load_checkpoint
-from medcl.runtime.model_file import (
-    FORMAT_VERSION,
-    MODEL_SUFFIX,
-    has_manifest,
-    write_model_file,
-)
-from medcl.training.run_folder import CASES_NAME, PATH_KEYS
+from medcl.runtime.model_file import FORMAT_VERSION, MODEL_SUFFIX, write_model_file
+from medcl.training.run_folder import CASES_NAME, PATH_KEYS, SELECTION_NAME
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +50,11 @@ PRETRAINED_LICENCES = {
     "sam_vit_b": "the network started from pretrained SAM-family ViT-B weights: their licence "
                  "applies (SAM and MedSAM are Apache-2.0)",
 }
-SELECTION = ("mean foreground 3D Dice on the validation cases (the mean over the label "
-             "definition's groupings where it declares some)")
+#: what each selection rule (``--selection``, the run's selection.json) chose the weights by
+SELECTION_RULES = {"post": "the post-processed predictions", "raw": "the raw argmax"}
+#: the selecting validation's means kept in metrics.json (``mean_dice``: the score the rule
+#: selects on; ``dice``: per class, raw; ``dice_post``: per class, post-processed); no case ids
+VALIDATION_KEYS = ("mean_dice", "mean_dice_raw", "mean_dice_post", "dice", "dice_post")
 
 
 def sidecar_path(onnx_path: str | os.PathLike) -> Path:
@@ -64,31 +63,20 @@ def sidecar_path(onnx_path: str | os.PathLike) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def _written_by_medcl(path: Path) -> bool:
-    if path.suffix == ONNX_SUFFIX:
-        try:
-            sidecar = json.loads(sidecar_path(path).read_text())
-        except (OSError, ValueError):
-            return False
-        return isinstance(sidecar, dict) and sidecar.get("format") == ONNX_SIDECAR_FORMAT
-    return has_manifest(path)
-
-
-def check_output(path: Path, *, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``, and even then a file medcl did not write.
+def check_output(paths: list[Path], *, overwrite: bool) -> OutputFolder:
+    """Refuse to write ``paths`` (files in one folder) over an existing file unless
+    ``overwrite``, and over a file medcl did not write whatever ``overwrite``
+    (:mod:`medcl.ownership`); the folder's record, to record the files once written.
 
     Raises:
         DataError: naming the file and what to do.
     """
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder; give the file to write (e.g. model{MODEL_SUFFIX})")
-    if not path.exists():
-        return
-    if not overwrite:
-        raise DataError(f"{path}: already exists; pass --overwrite to replace it")
-    if not _written_by_medcl(path):
-        raise DataError(f"{path}: already exists and is not a file medcl export wrote; not "
-                        "replaced (choose another name)")
+    if paths[0].is_dir():
+        raise DataError(f"{paths[0]}: is a folder; give the file to write (e.g. "
+                        f"model{MODEL_SUFFIX})")
+    outputs = OutputFolder(paths[0].parent, "export")
+    outputs.check(paths, overwrite=overwrite, hint="pass --overwrite to replace it")
+    return outputs
 
 
 def _load_run(run: str | os.PathLike, checkpoint: str) -> tuple[Path, Path, dict, LabelSpec]:
@@ -152,13 +140,18 @@ def describe_training_data(folder: Path, cfg: dict, spec: LabelSpec) -> dict:
             "classes": list(spec.class_names), "dataset_folder": Path(cfg.get("data", "")).name}
 
 
-def describe_validation(state: dict, postprocessing: dict, checkpoint: Path) -> dict:
+def describe_validation(folder: Path, state: dict, postprocessing: dict, checkpoint: Path) -> dict:
     """The validation scores that selected the weights (means only, no case ids)."""
     last = state.get("last_val") or {}
-    return {"selected_by": SELECTION, "checkpoint": checkpoint.stem, "step": state.get("step"),
+    selection_path = folder / SELECTION_NAME
+    selection = json.loads(selection_path.read_text()) if selection_path.is_file() else {}
+    rule = selection.get("rule") or state.get("config", {}).get("selection") or "raw"
+    return {"selected_by": f"mean foreground 3D Dice of {SELECTION_RULES.get(rule, rule)} on the "
+                           "validation cases (the mean over the label definition's groupings "
+                           "where it declares some)",
+            "selection": selection, "checkpoint": checkpoint.stem, "step": state.get("step"),
             "best": state.get("best"), "best_step": state.get("best_step"),
-            "validation_cases": len(last.get("cases", {})),
-            "dice": last.get("dice"), "mean_dice": last.get("mean_dice"),
+            "validation": {k: v for k, v in last.items() if k in VALIDATION_KEYS},
             "postprocessing_validation": postprocessing.get("validation")}
 
 
@@ -191,13 +184,13 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
         run: a run folder (``checkpoint`` picks ``best``, falling back to ``last``) or a
             checkpoint file in one.
         licence: the licence the weights are shared under (default: unspecified).
-        overwrite: replace ``out`` if it is a model file medcl wrote.
+        overwrite: replace ``out`` if medcl wrote it (its folder's record names it).
 
     Raises:
         DataError: the run or its files are missing or unreadable, or ``out`` exists.
     """
     out = Path(out)
-    check_output(out, overwrite=overwrite)
+    outputs = check_output([out], overwrite=overwrite)
     folder, path, state, spec = _load_run(run, checkpoint)
     cfg, source = state["config"], str(path)
     model = rebuild_model(state["model_kwargs"], state["model"], source=source)
@@ -209,7 +202,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
         "preprocessing": describe_preprocessing(cfg, spec, model),
         "postprocessing": postprocessing,
         "training_data": describe_training_data(folder, cfg, spec),
-        "metrics": describe_validation(state, postprocessing, path),
+        "metrics": describe_validation(folder, state, postprocessing, path),
         "about": {"format_version": FORMAT_VERSION, "medcl": __version__,
                   "torch": torch.__version__, "python": platform.python_version(),
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -218,6 +211,7 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
                   "run": folder.name},
     }
     write_model_file(out, weights=state["model"], members=members)
+    outputs.record([out])
     log.info("wrote %s from %s (step %s)", out, path, state.get("step"))
     return out
 
@@ -232,13 +226,14 @@ def export_run_onnx(run: str | os.PathLike, out: str | os.PathLike, *, checkpoin
         DataError: the run is missing or unreadable, or ``out`` exists.
     """
     out = Path(out)
-    check_output(out, overwrite=overwrite)
+    outputs = check_output([out, sidecar_path(out)], overwrite=overwrite)
     _, path, state, spec = _load_run(run, checkpoint)
     model = rebuild_model(state["model_kwargs"], state["model"], source=str(path))
     reason = can_export_onnx(model)
     if reason:
         raise ConfigError(f"{path}: {reason}")
     export_onnx(model, out, in_channels=spec.in_channels)
+    outputs.record([out])
     sidecar = {"format": ONNX_SIDECAR_FORMAT, "onnx": out.name, "opset": ONNX_OPSET,
                "input": {"name": INPUT_NAME, "shape": ["B", spec.in_channels, "H", "W"],
                          "dtype": "float32"},
@@ -248,4 +243,5 @@ def export_run_onnx(run: str | os.PathLike, out: str | os.PathLike, *, checkpoin
                "step": state.get("step"), "licence": licence or LICENCE_UNSET,
                "licence_notes": licence_notes(state["model_kwargs"])}
     atomic_write_text(sidecar_path(out), json.dumps(sidecar, indent=1) + "\n")
+    outputs.record([sidecar_path(out)])
     return out, sidecar_path(out)

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medcl.errors import ConfigError, DataError
-from medcl.models.registry import load_weights
-from medcl.runtime.checkpoint import find_checkpoint, load_checkpoint
+from medcl.runtime.checkpoint import (
+    describe_network,
+    find_checkpoint,
+    load_checkpoint,
+    load_weights,
+)
 from medcl.runtime.model_file import is_model_file, model_file_checkpoint, sha256_file
 
 log = logging.getLogger(__name__)
-
-#: what the weights' shapes depend on beyond the class and channel counts, for the message
-ARCHITECTURE_KEYS = ("name", "widths", "norm", "encoder", "num_prompt_tokens", "union_prompt")
-
 
 @dataclass(frozen=True)
 class InitSource:
@@ -64,20 +64,14 @@ class InitSource:
         """Load the weights into ``model`` (built from ``model_kwargs``).
 
         Raises:
-            ConfigError: the counts differ, or the weights do not fit (another architecture).
+            ConfigError: the class or channel counts differ.
+            DataError: the weights do not fit (another architecture; the first misfit and
+                the network the file was saved for are named).
         """
         self.check_fits(model_kwargs)
-        try:
-            load_weights(model, self.weights, source=str(self.path))
-        except DataError as exc:
-            keys = (("name",) if self.model_kwargs.get("name") != model_kwargs.get("name")
-                    else ARCHITECTURE_KEYS)  # another model: its options do not compare
-            differ = {k: (self.model_kwargs.get(k), model_kwargs.get(k)) for k in keys
-                      if self.model_kwargs.get(k) != model_kwargs.get(k)}
-            described = "; ".join(f"{k} {a!r} there, {b!r} here" for k, (a, b) in differ.items())
-            raise ConfigError(f"--init-from {self.path}: its weights do not fit this run's "
-                              f"network ({described or exc}); give the same --model, --widths "
-                              "and --norm") from exc
+        load_weights(model, self.weights, source=f"--init-from {self.path}",
+                     what=f"this run's {describe_network(model_kwargs)}",
+                     saved_for=self.model_kwargs)
 
 
 def open_source(init_from: str, *, expected_sha256: str | None = None) -> InitSource:

@@ -1,8 +1,9 @@
 """Choose a run's post-processing on its validation cases, as nnU-Net does.
 
-After training, the best checkpoint predicts the validation cases once; then, greedily, each
-step kept only if it raises the validation selection score (the mean Dice that selected the
-checkpoint):
+On the label maps of the validation cases (predicted once, at every validation during training:
+:mod:`medcl.training.selection`; or by :func:`select_postprocessing` with a finished run's best
+checkpoint), greedily, each step kept only if it raises the validation selection score (mean
+Dice of the classes, or of the groupings):
 
 1. keep foreground only in the centred part of the field of view, the best of
    :data:`~medcl.inference.postprocessing.CENTRE_FRACTIONS`;
@@ -19,73 +20,101 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from medcl.data.labels import LabelSpec
 from medcl.data.slices import PreparedCase
 from medcl.errors import DataError
+from medcl.files import check_writable
 from medcl.inference.postprocessing import (
     CENTRE_FRACTIONS,
     Postprocessing,
+    keep_centre,
+    keep_largest_foreground,
+    keep_largest_of,
     write_postprocessing,
 )
 from medcl.inference.predictor import Predictor
 from medcl.training.config import TrainConfig
 from medcl.training.data import load_run_validation
 from medcl.training.run_folder import CONFIG_NAME
-from medcl.training.validation import case_dice, summarize
+from medcl.training.validation import predict_cases, score
 
 log = logging.getLogger(__name__)
 
 #: the smallest rise of the validation score that keeps a step (ties keep the simpler choice)
 MIN_GAIN = 1e-4
+#: decimals of the scores stored in postprocessing.json
+SCORE_DECIMALS = 4
 
 
-def _score(choice: Postprocessing, predictions: dict[str, np.ndarray],
-           references: dict[str, np.ndarray], spec: LabelSpec) -> float:
-    per_case = {case: case_dice(choice.apply(pred), references[case], spec)
-                for case, pred in predictions.items()}
-    return summarize(per_case, spec)["mean_dice"]
+@dataclass(frozen=True)
+class Search:
+    """What :func:`search_postprocessing` found.
+
+    Attributes:
+        choice: the post-processing chosen.
+        tried: ``{"raw": score, "<step>": score, ..., "chosen": score}``: the validation
+            selection score before and after each step tried.
+        summary: :func:`~medcl.training.validation.summarize` of the chosen post-processing's
+            label maps (per-class Dice, ``mean_dice``, per case).
+    """
+
+    choice: Postprocessing
+    tried: dict[str, float]
+    summary: dict
 
 
-def choose_postprocessing(predictions: dict[str, np.ndarray], references: dict[str, np.ndarray],
-                          spec: LabelSpec) -> tuple[Postprocessing, dict]:
+def search_postprocessing(predictions: dict[str, np.ndarray],
+                          references: dict[str, np.ndarray], spec: LabelSpec) -> Search:
     """The post-processing that raises the validation score of ``predictions``.
+
+    Each greedy step is applied to the label maps of the choice so far (the steps of
+    :meth:`Postprocessing.apply` run in the order they are tried, and a class's largest
+    component does not depend on the other classes'), so no step is recomputed.
 
     Args:
         predictions: case id -> predicted class indices ``(X, Y, Z)``.
         references: case id -> reference class indices ``(X, Y, Z)``.
         spec: the label definition (classes, groupings: what the score averages).
-
-    Returns:
-        The choice and ``{"raw": score, "<step>": score, ..., "chosen": score}``: the
-        validation selection score before and after each step tried.
     """
-    choice = Postprocessing()
-    best = _score(choice, predictions, references, spec)
-    tried = {"raw": best}
+    choice, current = Postprocessing(), predictions
+    best = score(current, references, spec)
+    tried = {"raw": best["mean_dice"]}
     centred = None
     for fraction in CENTRE_FRACTIONS:
-        candidate = Postprocessing(centre_fraction=fraction)
-        tried[f"centre {fraction:g}"] = _score(candidate, predictions, references, spec)
-        if tried[f"centre {fraction:g}"] > best + MIN_GAIN and (
-                centred is None or tried[f"centre {fraction:g}"] > centred[1]):
-            centred = (candidate, tried[f"centre {fraction:g}"])
+        outputs = {case: keep_centre(pred, fraction) for case, pred in predictions.items()}
+        summary = score(outputs, references, spec)
+        tried[f"centre {fraction:g}"] = summary["mean_dice"]
+        if summary["mean_dice"] > best["mean_dice"] + MIN_GAIN and (
+                centred is None or summary["mean_dice"] > centred[2]["mean_dice"]):
+            centred = (Postprocessing(centre_fraction=fraction), outputs, summary)
     if centred is not None:
-        choice, best = centred
-    candidates = [("largest foreground", lambda c: replace(c, largest_foreground=True))] + [
-        (f"largest {name}", lambda c, k=k: replace(c, largest_per_class=(*c.largest_per_class, k)))
+        choice, current, best = centred
+    steps = [("largest foreground", lambda c: replace(c, largest_foreground=True),
+              keep_largest_foreground)] + [
+        (f"largest {name}", lambda c, k=k: replace(c, largest_per_class=(*c.largest_per_class, k)),
+         lambda labels, k=k: keep_largest_of(labels, (k,)))
         for k, name in enumerate(spec.class_names) if k > 0]
-    for name, step in candidates:
-        candidate = step(choice)
-        tried[name] = _score(candidate, predictions, references, spec)
-        if tried[name] > best + MIN_GAIN:
-            choice, best = candidate, tried[name]
-    tried["chosen"] = best
-    return choice, tried
+    for name, extend, apply in steps:
+        outputs = {case: apply(labels) for case, labels in current.items()}
+        summary = score(outputs, references, spec)
+        tried[name] = summary["mean_dice"]
+        if summary["mean_dice"] > best["mean_dice"] + MIN_GAIN:
+            choice, current, best = extend(choice), outputs, summary
+    tried["chosen"] = best["mean_dice"]
+    return Search(choice, tried, best)
+
+
+def choose_postprocessing(predictions: dict[str, np.ndarray], references: dict[str, np.ndarray],
+                          spec: LabelSpec) -> tuple[Postprocessing, dict]:
+    """:func:`search_postprocessing`'s choice and the scores tried (``Search.tried``)."""
+    search = search_postprocessing(predictions, references, spec)
+    return search.choice, search.tried
 
 
 def select_postprocessing(run_dir: str | os.PathLike, cases: list[PreparedCase] | None = None,
@@ -96,21 +125,30 @@ def select_postprocessing(run_dir: str | os.PathLike, cases: list[PreparedCase] 
 
     Raises:
         DataError: the run has no configuration, or no labelled validation case.
+        WriteError: ``run_dir`` cannot be written (found before anything is computed).
     """
     if cases is None:
         path = Path(run_dir) / CONFIG_NAME
         if not path.is_file():
             raise DataError(f"{path}: no run in {run_dir}")
+        check_writable(run_dir)
         cases = load_run_validation(TrainConfig.from_file(path))
     if not cases:
         raise DataError(f"{run_dir}: the run has no labelled validation case to choose on")
     predictor = Predictor.from_run(run_dir, device=device, postprocessing="none")
-    predictions = {c.case_id: predictor.label_volume(c.reference, slices=c.image) for c in cases}
-    references = {c.case_id: c.dense_labels for c in cases}
+    predictions, references = predict_cases(predictor, cases)
     choice, scores = choose_postprocessing(predictions, references, predictor.spec)
-    path = write_postprocessing(run_dir, choice, predictor.spec.class_names,
-                                {k: round(v, 4) for k, v in scores.items()})
-    log.info("post-processing chosen on %d validation cases: %s (selection Dice %.3f -> %.3f); "
-             "wrote %s", len(cases), choice.describe(predictor.spec.class_names), scores["raw"],
-             scores["chosen"], Path(path))
+    write_choice(run_dir, choice, scores, predictor.spec.class_names, cases=len(cases))
     return choice
+
+
+def write_choice(run_dir: str | os.PathLike, choice: Postprocessing, tried: dict[str, float],
+                 class_names: Sequence[str], *, cases: int, step: int | None = None) -> Path:
+    """Write ``run_dir/postprocessing.json``: ``choice``, the scores ``tried`` (rounded to
+    :data:`SCORE_DECIMALS`) and the checkpoint ``step`` whose predictions chose it; log it."""
+    path = write_postprocessing(run_dir, choice, class_names,
+                                {k: round(v, SCORE_DECIMALS) for k, v in tried.items()}, step=step)
+    log.info("post-processing chosen on %d validation cases%s: %s (selection Dice %.3f -> %.3f); "
+             "wrote %s", cases, "" if step is None else f" (checkpoint of step {step})",
+             choice.describe(class_names), tried["raw"], tried["chosen"], path)
+    return path

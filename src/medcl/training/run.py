@@ -23,17 +23,20 @@ from medcl.training.config import TrainConfig
 from medcl.training.data import load_training_data
 from medcl.training.init_from import open_source
 from medcl.training.interrupt import StopSignal
-from medcl.training.postprocessing_choice import select_postprocessing
 from medcl.training.run_folder import (
     CONFIG_NAME,
     PATH_KEYS,
     absolute_paths,
+    check_run_files,
     check_same_dataset,
     clean_temporaries,
+    record_run_files,
+    removed_if_no_step,
     run_state,
     truncate_metrics,
     write_cases,
 )
+from medcl.training.selection import finish_selection
 from medcl.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -64,7 +67,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
     """Check the run folder before any data is loaded; the checkpoint to resume, if any.
 
     Raises:
-        DataError: a fresh run in a folder that holds one, or ``resume`` with no run there.
+        DataError: a fresh run in a folder that holds one or a file medcl did not write where a
+            run file goes, or ``resume`` with no run there.
         WriteError: the folder cannot be written.
     """
     state = run_state(run_dir)
@@ -76,6 +80,8 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
         raise DataError(f"{run_dir}: already holds a run; pass --resume or choose another "
                         f"--out{hint}")
     if distributed.from_env().is_main:
+        if not resume:
+            check_run_files(run_dir)
         check_writable(run_dir / CHECKPOINT_DIR)
         clean_temporaries(run_dir)
     return checkpoint_path(run_dir, "last") if state == "checkpointed" else None
@@ -84,9 +90,13 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
           callback: Callable[[dict], None] | None = None) -> dict:
     """Train with ``cfg.method``'s objective; write ``run_dir/{config.json, cases.json,
-    metrics.jsonl, checkpoints/}``. Under ``torchrun`` every process calls this (see
-    :mod:`medcl.distributed`). With ``cfg.init_from`` the network starts from those weights
-    (:mod:`medcl.training.init_from`) unless a checkpoint is resumed.
+    metrics.jsonl, selection.json, postprocessing.json, checkpoints/}``. Under ``torchrun``
+    every process calls this (see :mod:`medcl.runtime.distributed`). With ``cfg.init_from``
+    the network starts from those weights (:mod:`medcl.training.init_from`) unless a
+    checkpoint is resumed.
+
+    A run that fails before its first step takes back the files it wrote
+    (:func:`~medcl.training.run_folder.removed_if_no_step`), so it can simply be run again.
 
     Args:
         cfg: the configuration (for ``resume``, see :func:`resume_config`); ``data`` and
@@ -105,37 +115,41 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     """
     run_dir = Path(run_dir)
     last_path = _prepare_run_dir(run_dir, resume)
-    cfg = replace(cfg, **absolute_paths({k: getattr(cfg, k) for k in PATH_KEYS}))
-    source = None
-    if cfg.init_from and last_path is None:  # a checkpoint to resume holds the weights
-        source = open_source(cfg.init_from, expected_sha256=cfg.init_from_sha256)
-        cfg = replace(cfg, init_from=str(source.path), init_from_sha256=source.sha256)
-    set_threads(cfg.num_threads)
-    cache = run_dir / CACHE_DIR if cfg.slice_cache == "disk" else None
-    data, cfg = load_training_data(cfg, cache_dir=cache)
-    cases = {"train": [c.case_id for c in data.train], "val": [c.case_id for c in data.val]}
-    ckpt = load_checkpoint(last_path) if last_path is not None else None
-    if resume:
-        check_same_dataset(run_dir, cases, data.spec, ckpt and ckpt["label_spec"])
-    trainer = Trainer(cfg, data, run_dir, callback=callback)
-    if ckpt is not None:
-        trainer.restore(ckpt)
-        log.info("resumed %s at step %d", last_path, trainer.state["step"])
-    elif source is not None:
-        trainer.start_from(source)
-        log.info("starting from the weights of %s (step %d, sha256 %s)", source.path,
-                 source.step, source.sha256)
-    if ckpt is None and resume:
-        log.info("%s has no checkpoint: starting from step 0 with its configuration", run_dir)
-    if trainer.dist.is_main:
-        truncate_metrics(run_dir, trainer.state["step"])
-        write_cases(run_dir, cases)
-    try:
-        with StopSignal() as stop:
-            result = trainer.run(stop)
-        if cfg.postprocessing == "auto" and data.val and trainer.dist.is_main:
-            select_postprocessing(run_dir, data.val, device=cfg.device)
-        return result
-    finally:
-        if cache is not None and trainer.dist.is_main:
-            remove_cache(cache, cases["train"])
+    trainer: Trainer | None = None
+    with removed_if_no_step(run_dir, lambda: trainer.state["step"] if trainer else 0):
+        cfg = replace(cfg, **absolute_paths({k: getattr(cfg, k) for k in PATH_KEYS}))
+        source = None
+        if cfg.init_from and last_path is None:  # a checkpoint to resume holds the weights
+            source = open_source(cfg.init_from, expected_sha256=cfg.init_from_sha256)
+            cfg = replace(cfg, init_from=str(source.path), init_from_sha256=source.sha256)
+        set_threads(cfg.num_threads)
+        cache = run_dir / CACHE_DIR if cfg.slice_cache == "disk" else None
+        data, cfg = load_training_data(cfg, cache_dir=cache)
+        cases = {"train": [c.case_id for c in data.train], "val": [c.case_id for c in data.val]}
+        ckpt = load_checkpoint(last_path) if last_path is not None else None
+        if resume:
+            check_same_dataset(run_dir, cases, data.spec, ckpt and ckpt["label_spec"])
+        trainer = Trainer(cfg, data, run_dir, callback=callback)
+        if ckpt is not None:
+            trainer.restore(ckpt, source=last_path)
+            log.info("resumed %s at step %d", last_path, trainer.state["step"])
+        elif source is not None:
+            trainer.start_from(source)
+            log.info("starting from the weights of %s (step %d, sha256 %s)", source.path,
+                     source.step, source.sha256)
+        if ckpt is None and resume:
+            log.info("%s has no checkpoint: starting from step 0 with its configuration", run_dir)
+        if trainer.dist.is_main:
+            record_run_files(run_dir)
+            truncate_metrics(run_dir, trainer.state["step"])
+            write_cases(run_dir, cases)
+        try:
+            with StopSignal() as stop:
+                result = trainer.run(stop)
+            if cfg.postprocessing == "auto" and data.val and trainer.dist.is_main:
+                finish_selection(run_dir, trainer.selection, data.spec.class_names, data.val,
+                                 device=cfg.device)
+            return result
+        finally:
+            if cache is not None and trainer.dist.is_main:
+                remove_cache(cache, cases["train"])

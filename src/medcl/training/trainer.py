@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,12 @@ from medcl.inference.window import inference_window
 from medcl.method.objectives import MedCLObjective
 from medcl.models import SAM_MODELS, build_model
 from medcl.runtime import distributed
-from medcl.runtime.checkpoint import checkpoint_path, save_checkpoint
+from medcl.runtime.checkpoint import (
+    checkpoint_path,
+    describe_network,
+    load_weights,
+    save_checkpoint,
+)
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward, resolve_precision
 from medcl.runtime.rng import rng_state, seed_everything, set_rng_state
@@ -39,7 +45,7 @@ from medcl.training.embeddings import precompute_embeddings
 from medcl.training.interrupt import PeriodicSave, StopSignal, interrupted
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
 from medcl.training.schedule import LRSchedule, sigmoid_rampup
-from medcl.training.validation import validate
+from medcl.training.selection import Selection, validate_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +122,7 @@ class Trainer:
                                                            crop_size=cfg.crop_size))
         self.state = {"step": 0, "elapsed_seconds": 0.0, "best": None, "best_step": None,
                       "last_val": None}
+        self.selection = Selection(cfg.selection)
         self.emit = callback if (callback and self.dist.is_main) else (lambda record: None)
 
     def weight_average(self, cfg: TrainConfig) -> WeightAverage | None:
@@ -139,18 +146,29 @@ class Trainer:
                 "rng": rng_state(self.data_generator),
                 "step_generator": self.step_generator.get_state(),
                 "config": self.cfg.to_dict(), "label_spec": self.spec.to_dict(),
-                "model_kwargs": self.model_kwargs, **self.state}
+                "model_kwargs": self.model_kwargs, "selection": self.selection.state_dict(),
+                **self.state}
 
-    def restore(self, ckpt: dict) -> None:
-        """Continue from a checkpoint (written by any number of processes)."""
-        self.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+    def restore(self, ckpt: dict, *, source: str | os.PathLike = "checkpoint") -> None:
+        """Continue from a checkpoint (written by any number of processes).
+
+        Raises:
+            DataError: naming ``source``, when its weights do not fit the network or the
+                projection heads the configuration builds.
+        """
+        saved = ckpt.get("model_kwargs")
+        fit = {"source": source, "what": describe_network(self.model_kwargs),
+               "saved_for": saved if saved != self.model_kwargs else None}
+        load_weights(self.model, ckpt.get("train_model", ckpt["model"]), **fit)
         if self.ema is not None:  # a run without EMA before: the average starts at its weights
-            self.ema.module.load_state_dict(ckpt["model"])
-        self.objective.load_state_dict(ckpt["objective"])
+            load_weights(self.ema.module, ckpt["model"], **fit)
+        load_weights(self.objective, ckpt["objective"], source=source,
+                     what="the objective's projection heads")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
         set_rng_state(ckpt["rng"], self.data_generator)
         self.state.update({k: ckpt[k] for k in self.state if k in ckpt})
+        self.selection.restore(ckpt)
         if self.dist.is_main and "step_generator" in ckpt:
             self.step_generator.set_state(ckpt["step_generator"])
         else:  # other processes: a fresh stream that depends on the step, not the world size
@@ -222,18 +240,25 @@ class Trainer:
         return lr, terms
 
     def validate(self) -> None:
-        """Validate on rank 0, log, and write ``best``/``last`` checkpoints."""
+        """Validate on rank 0, log, and write ``best``/``last`` checkpoints: ``best`` where the
+        configured rule's score rises (:mod:`medcl.training.selection`; without validation
+        cases, every time)."""
         if self.dist.is_main:
-            result = validate(self.predictor, self.data.val) if self.data.val else None
-            score = result["mean_dice"] if result else None
-            self.state["last_val"] = result
-            if score is None or self.state["best"] is None or score > self.state["best"]:
-                self.state["best"], self.state["best_step"] = score, self.state["step"]
+            step, names = self.state["step"], self.spec.class_names
+            result = (validate_checkpoint(self.predictor, self.data.val,
+                                          search=self.cfg.postprocessing == "auto")
+                      if self.data.val else None)
+            record = (result.record(self.selection.rule, names) if result else
+                      {"mean_dice": None, "dice": None})
+            self.state["last_val"] = record
+            if result is None or self.selection.update(result.candidate(step, names)):
+                self.state["best"], self.state["best_step"] = record["mean_dice"], step
                 self.save("best")
             self.save("last")
-            self.log({"event": "val", "step": self.state["step"],
-                      "elapsed": self.state["elapsed_seconds"], "mean_dice": score,
-                      "dice": result and result["dice"]})
+            if result is not None:
+                self.selection.write(self.run_dir)
+            self.log({"event": "val", "step": step, "elapsed": self.state["elapsed_seconds"],
+                      **record})
         distributed.barrier()
 
     def run(self, stop: StopSignal | None = None) -> dict:

@@ -34,15 +34,29 @@ def summarize(per_case: dict[str, dict[str, float]], spec: LabelSpec) -> dict:
             "cases": per_case}
 
 
+def predict_cases(predictor: Predictor, cases: list[PreparedCase]
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The predictor's label maps of ``cases`` (validation, with dense labels) and their
+    references: two dicts case id -> class indices ``(X, Y, Z)`` on the input grid."""
+    predictions = {case.case_id: predictor.label_volume(case.reference, slices=case.image)
+                   for case in cases}
+    return predictions, {case.case_id: case.dense_labels for case in cases}
+
+
+def score(predictions: dict[str, np.ndarray], references: dict[str, np.ndarray],
+          spec: LabelSpec) -> dict:
+    """:func:`summarize` of the Dice of each case's ``predictions`` against ``references``
+    (case id -> class indices ``(X, Y, Z)``)."""
+    return summarize({case: case_dice(pred, references[case], spec)
+                      for case, pred in predictions.items()}, spec)
+
+
 def validate(predictor: Predictor, cases: list[PreparedCase]) -> dict:
     """3D per-volume Dice of each foreground class (and grouping), averaged over ``cases``.
 
     When the label definition declares groupings (MyoPS: Scar, Edema), their Dice is reported
-    beside the classes and ``mean_dice`` (what selects the best checkpoint) is their mean.
+    beside the classes and ``mean_dice`` is their mean.
 
     Returns ``{"dice": {class or grouping: mean}, "mean_dice": float, "cases": {case: {...}}}``.
     """
-    per_case = {case.case_id: case_dice(predictor.label_volume(case.reference, slices=case.image),
-                                        case.dense_labels, predictor.spec)
-                for case in cases}
-    return summarize(per_case, predictor.spec)
+    return score(*predict_cases(predictor, cases), predictor.spec)
