@@ -11,7 +11,6 @@ first (the message names both), then every weight must fit (same ``--model``, ``
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,6 @@ from medcl.runtime.checkpoint import (
 )
 from medcl.runtime.model_file import is_model_file, model_file_checkpoint, sha256_file
 
-log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class InitSource:
