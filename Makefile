@@ -39,6 +39,7 @@ demo: $(STAMP)
 	$(BIN)/medcl demo --out demo_run --overwrite
 
 test: $(STAMP) $(WEB_DEPS)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -19,7 +19,7 @@ instruction tables (uops.info). Some Xeon SKUs have one 512-bit FMA unit (half t
 the table cannot tell them apart from the flags. The clock is /proc/cpuinfo's ``cpu MHz``: on a
 virtual machine the nominal clock, not the boost clock, so a measured rate can exceed the
 derived peak; the measured 2048^3 matmul rate is reported beside it as an empirical ceiling.
-"""
+"""  # noqa: E501 - the table's rows cannot wrap
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def run(method: str, data: Path, out: Path) -> list[dict]:
                       warmup_steps=2, num_threads=1, device="cpu", infer_batch_size=4, seed=7,
                       precision="fp32", channels_last=False)
     train(cfg, out)
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     drop = ("elapsed", "slices_per_s", "budget")
     return [{k: v for k, v in r.items() if k not in drop} for r in lines]
 

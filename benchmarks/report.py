@@ -54,7 +54,8 @@ def row(r: dict) -> str:
                       + ([f"stops at {cfg['iterations']} steps"]
                          if cfg.get("iterations", 0) < 100_000 else [])
                       + [f"batch {cfg['batch_size']}", f"{r.get('threads', 2)} thr"])
-    return (f"| {r['method']} | {model} | {r['setting']} | {flags} | {r['budget_minutes']:g} | {r['steps']} | "
+    return (f"| {r['method']} | {model} | {r['setting']} | {flags} | {r['budget_minutes']:g} | "
+            f"{r['steps']} | "
             f"{r['best_val_mean_dice']:.3f} | {dice} | **{r['test_mean_foreground_dice']:.3f}**"
             + (f" (raw {r['test_raw_mean_foreground_dice']:.3f})"
                if "test_raw_mean_foreground_dice" in r else "") + " | "
@@ -62,8 +63,9 @@ def row(r: dict) -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ("| method | model | setting | options | budget (min) | steps | best val Dice | test Dice RV | Myo | LV | "
-            "**test mean Dice** | paper | HD95 RV (mm) | Myo | LV | commit |\n"
+    head = ("| method | model | setting | options | budget (min) | steps | best val Dice | "
+            "test Dice RV | Myo | LV | **test mean Dice** | paper | HD95 RV (mm) | Myo | LV | "
+            "commit |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head] + [row(r) for r in results])
 
@@ -171,8 +173,8 @@ def seed_table(results: list[dict]) -> str:
     """Mean +- std over seeds of every row of ``COMPARISONS`` that was measured."""
     rows = by_row(results)
     names = dict.fromkeys(n for group in COMPARISONS.values() for n in group if n in rows)
-    lines = [("| row | seeds | steps | best val Dice | test Dice RV | Myo | LV | **test mean Dice** |"
-             " raw (no post-processing) | HD95 RV (mm) | Myo | LV |"),
+    lines = [("| row | seeds | steps | best val Dice | test Dice RV | Myo | LV |"
+              " **test mean Dice** | raw (no post-processing) | HD95 RV (mm) | Myo | LV |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         agg = aggregate(rows[name])
@@ -181,8 +183,8 @@ def seed_table(results: list[dict]) -> str:
             spread = f" ± {m['std']:.{digits}f}" if m["n"] > 1 else ""
             return f"{m['mean']:.{digits}f}{spread}"
 
-        lines.append(f"| {name} | {', '.join(map(str, agg['seeds']))} | {agg['steps']['mean']:.0f} | "
-                     f"{cell(agg['best_val_mean_dice'])} | "
+        lines.append(f"| {name} | {', '.join(map(str, agg['seeds']))} | "
+                     f"{agg['steps']['mean']:.0f} | {cell(agg['best_val_mean_dice'])} | "
                      + " | ".join(cell(agg["test_dice"][c]) for c in CLASSES)
                      + f" | **{cell(agg['test_mean_foreground_dice'])}** | "
                      + (cell(agg["test_raw_mean_foreground_dice"])
@@ -210,7 +212,8 @@ def myops_table() -> str:
         chosen = ([f"centre {pp['centre_fraction']:g}"] if pp.get("centre_fraction", 1) < 1
                   else []) + (["largest foreground"] if pp.get("largest_foreground") else []) + [
             f"largest {n}" for n in pp.get("largest_per_class", [])]
-        raw = [r.get(f"val_raw_{k}", r[f"val_{k}"]) for k in ("scar_dice", "edema_dice", "mean_dice")]
+        raw = [r.get(f"val_raw_{k}", r[f"val_{k}"])
+               for k in ("scar_dice", "edema_dice", "mean_dice")]
         hd = r["val_hd95_mm"]
         lines.append(
             f"| {r['name']} | {method} | {r['budget_minutes']:g} | {r['steps']} | "
@@ -231,8 +234,9 @@ def main() -> None:
     plot(results, REPO / "docs" / "learning_curves.png")
     for r in results:
         print(f"- `{r['name']}`: `{r['command']}` (commit {r['commit']}, started {r['started']}, "
-              f"training {r['train_wall_s'] / 60:.1f} min wall, {r['train_source_slices_per_s_median']} "
-              f"source slices/s median, test prediction {r['test_predict_wall_s']} s for 15 volumes"
+              f"training {r['train_wall_s'] / 60:.1f} min wall, "
+              f"{r['train_source_slices_per_s_median']} source slices/s median, "
+              f"test prediction {r['test_predict_wall_s']} s for 15 volumes"
               + (f", peak RSS {r['peak_rss_gib']} GiB" if "peak_rss_gib" in r else "") + ")")
 
 

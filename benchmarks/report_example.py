@@ -1,6 +1,7 @@
 """The example HTML report of docs/: generated data, fixed predictions, `medcl evaluate --report`.
 
-    python benchmarks/report_example.py [--out /tmp/report_example] [--screenshot docs/report_screenshot.png]
+    python benchmarks/report_example.py [--out /tmp/report_example] \
+        [--screenshot docs/report_screenshot.png]
 
 Generates 6 test volumes (``medcl.data.synthetic.generate_dataset``), writes a *fixed*
 prediction per case made from its ground truth by known, different errors (a shift of 0-5

@@ -66,7 +66,8 @@ def test_load_slice_image_and_scribbles(client, root):
     scribbles = client.get("/api/cases/case01_DE/scribbles.nii")
     pens = np.asarray(nib.Nifti1Image.from_bytes(scribbles.content).dataobj)
     on_disk = np.asarray(nib.load(str(root / "train/labels/case01_DE_scribble.nii.gz")).dataobj)
-    assert np.array_equal(pens == 0, on_disk == 4) and np.array_equal(pens[on_disk == 3], on_disk[on_disk == 3] + 1)
+    assert np.array_equal(pens == 0, on_disk == 4)
+    assert np.array_equal(pens[on_disk == 3], on_disk[on_disk == 3] + 1)
     assert scribbles.headers[VERSION_HEADER] != "none"
 
 
@@ -90,8 +91,10 @@ def test_save_scribbles_writes_the_trainer_layout_with_the_image_geometry(client
 
 
 @pytest.mark.parametrize("url", ["/api/cases/nope", "/api/cases/..%2F..%2Fetc%2Fpasswd",
-                                 "/api/cases/%2Fetc%2Fpasswd/image/0.nii", "/api/cases/../../etc/passwd",
-                                 "/api/cases/case01_DE/image/1.nii", "/api/cases/case01_DE/image/-1.nii"])
+                                 "/api/cases/%2Fetc%2Fpasswd/image/0.nii",
+                                 "/api/cases/../../etc/passwd",
+                                 "/api/cases/case01_DE/image/1.nii",
+                                 "/api/cases/case01_DE/image/-1.nii"])
 def test_bad_case_ids_and_traversal_are_404(client, url):
     reply = client.get(url)
     assert reply.status_code == 404, url
@@ -126,7 +129,8 @@ def test_oversized_wrong_shape_and_wrong_type_uploads_are_4xx(client, root):
     assert big.status_code == 413 and "exceeds" in big.json()["detail"]
     wrong = client.put("/api/cases/case01_DE/scribbles.nii", headers=OCTET,
                        content=nifti(np.zeros((32, 40, 2), np.uint8)))
-    assert wrong.status_code == 422 and "differs from the image's (32, 40, 3)" in wrong.json()["detail"]
+    assert wrong.status_code == 422
+    assert "differs from the image's (32, 40, 3)" in wrong.json()["detail"]
     pens = np.full(SHAPE, 9, np.uint8)
     values = client.put("/api/cases/case01_DE/scribbles.nii", headers=OCTET, content=nifti(pens))
     assert values.status_code == 422 and "got 9" in values.json()["detail"]
@@ -217,15 +221,18 @@ def test_multi_channel_case_serves_each_channel(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
     (root / "dataset.json").write_text(
-        '{"labels": {"background": 0, "a": 1, "ignore": 2}, "channel_names": {"0": "T1", "1": "T2"}}')
+        '{"labels": {"background": 0, "a": 1, "ignore": 2}, '
+        '"channel_names": {"0": "T1", "1": "T2"}}')
     with TestClient(create_app(Session(CaseStore(root))), base_url="http://127.0.0.1") as client:
         assert client.get("/api/info").json()["channels"] == ["T1", "T2"]
         case = client.get("/api/cases/c1").json()
         assert case["channels"] == 2 and case["files"] == ["c1_0000.nii.gz", "c1_0001.nii.gz"]
         second = client.get("/api/cases/c1/image/1.nii")
-        assert np.asarray(nib.Nifti1Image.from_bytes(gzip.decompress(second.content)).dataobj).max() == 20.0
+        second_image = nib.Nifti1Image.from_bytes(gzip.decompress(second.content))
+        assert np.asarray(second_image.dataobj).max() == 20.0
         assert client.get("/api/cases/c1/image/2.nii").status_code == 404
         saved = client.put("/api/cases/c1/scribbles.nii", headers=OCTET,
                            content=nifti(np.ones(SHAPE, np.uint8)))
-        assert saved.status_code == 200 and saved.json()["counts"] == {"background": int(np.prod(SHAPE)), "a": 0}
+        assert saved.status_code == 200
+        assert saved.json()["counts"] == {"background": int(np.prod(SHAPE)), "a": 0}
     assert (root / "labelsTr" / "c1.nii.gz").is_file()

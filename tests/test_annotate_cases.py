@@ -107,7 +107,8 @@ def test_save_keeps_geometry_and_the_previous_version(store):
     data = np.asarray(saved.dataobj)
     assert data[2, 3, 1] == 0 and data[4, 4, 2] == 3 and (data == 4).sum() == data.size - 2
     assert np.allclose(saved.affine, image.affine)
-    assert np.allclose(saved.get_qform(), image.affine) and np.allclose(saved.get_sform(), image.affine)
+    assert np.allclose(saved.get_qform(), image.affine)
+    assert np.allclose(saved.get_sform(), image.affine)
     assert int(saved.header["qform_code"]) > 0 and int(saved.header["sform_code"]) > 0
     assert [p.read_bytes() for p in store.history("case01")] == [before]
     with pytest.raises(StaleVersion, match="changed since it was loaded"):

@@ -17,7 +17,9 @@ import pytest
 from conftest import REPO, tiny_config
 
 pytest.importorskip("fastapi", reason="medcl[annotate] is not installed (fastapi)")
-uvicorn = pytest.importorskip("uvicorn", reason="medcl[annotate] is not installed (uvicorn)")
+pytest.importorskip("uvicorn", reason="medcl[annotate] is not installed (uvicorn)")
+
+import uvicorn
 
 from medcl.annotate.cases import CaseStore
 from medcl.annotate.review import RunRoot

@@ -12,7 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "medcl"
 #: the wings, lowest first; a module may import its own wing and the wings listed before it.
 WING_ORDER = (("errors", "files", "extras", "ownership"), ("runtime",), ("data",), ("models",),
-              ("method",), ("evaluation",), ("inference",), ("training",), ("demo", "cli", "annotate"))
+              ("method",), ("evaluation",), ("inference",), ("training",),
+              ("demo", "cli", "annotate"))
 MAX_LINES = 400
 
 
@@ -127,7 +128,8 @@ def test_relative_imports_resolve(tmp_path):
     assert "medcl.errors" in found and "medcl.models.unet" in found
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(SRC)))
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(SRC)))
 def test_no_file_is_too_long(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(SRC)} has {lines} lines (at most {MAX_LINES})"

@@ -113,7 +113,8 @@ def test_train_rejects_label_values_and_shapes(tiny_dataset, tmp_path, capsys):
         nib.save(nib.Nifti1Image(data, affine), str(label))
 
     root, label = _broken_copy(tiny_dataset, tmp_path / "v", bad_value)
-    assert main(["train", "--data", str(root), "--out", str(tmp_path / "r1"), *CLI_TRAIN_FLAGS]) == 2
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "r1"),
+                 *CLI_TRAIN_FLAGS]) == 2
     _one_line_error(capsys, str(label), "label values [9] are not in the declared set")
     assert not (tmp_path / "r1").exists()
 
@@ -121,7 +122,8 @@ def test_train_rejects_label_values_and_shapes(tiny_dataset, tmp_path, capsys):
         nib.save(nib.Nifti1Image(data[:-1], affine), str(label))
 
     root, label = _broken_copy(tiny_dataset, tmp_path / "s", bad_shape)
-    assert main(["train", "--data", str(root), "--out", str(tmp_path / "r2"), *CLI_TRAIN_FLAGS]) == 2
+    assert main(["train", "--data", str(root), "--out", str(tmp_path / "r2"),
+                 *CLI_TRAIN_FLAGS]) == 2
     _one_line_error(capsys, str(label), "shape")
 
 

@@ -84,7 +84,8 @@ def test_ct_layout_is_a_described_pattern(tmp_path):
     convert_to_nnunet(root, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out" / "imagesTr").iterdir()) == [
         "0001_0000.nii.gz", "0002_0000.nii.gz"]
-    bad = {**desc, "files": {"train": {**desc["files"]["train"], "labels": "label/x_{channel}.nii.gz"}}}
+    bad = {**desc, "files": {"train": {**desc["files"]["train"],
+                                       "labels": "label/x_{channel}.nii.gz"}}}
     (root / "dataset.json").write_text(json.dumps(bad))
     with pytest.raises(ConfigError, match=r"label pattern 'label/x_\{channel\}.nii.gz' needs"):
         discover(root)

@@ -17,7 +17,8 @@ SPEC = {"labels": {"background": 0, "RV": 1, "Myo": 2, "LV": 3, "ignore": 4},
 def _mscmr(root, ids=("subject1_DE", "subject10_DE"), suffix="_scribble", split="train"):
     for cid in ids:
         write_nifti(root / split / "images" / f"{cid}.nii.gz", np.zeros((6, 6, 2), np.float32))
-        write_nifti(root / split / "labels" / f"{cid}{suffix}.nii.gz", np.zeros((6, 6, 2), np.uint8))
+        write_nifti(root / split / "labels" / f"{cid}{suffix}.nii.gz",
+                    np.zeros((6, 6, 2), np.uint8))
     (root / "dataset.json").write_text(json.dumps(SPEC))
     return root
 
@@ -38,7 +39,8 @@ def test_mscmr_layout_pairs_by_case_id_with_any_suffix(tmp_path):
 def test_missing_partner_is_named(tmp_path):
     root = _mscmr(tmp_path)
     (root / "train" / "labels" / "subject10_DE_scribble.nii.gz").unlink()
-    with pytest.raises(DataError, match="subject10_DE.nii.gz: no label file for case 'subject10_DE'"):
+    with pytest.raises(DataError,
+                       match="subject10_DE.nii.gz: no label file for case 'subject10_DE'"):
         discover(root)
 
 
@@ -63,7 +65,8 @@ def test_nnunet_layout_with_channels(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps(spec))
     for cid in ("a", "b"):
         for ch in (0, 1):
-            write_nifti(tmp_path / "imagesTr" / f"{cid}_{ch:04d}.nii.gz", np.zeros((6, 6, 2), np.float32))
+            write_nifti(tmp_path / "imagesTr" / f"{cid}_{ch:04d}.nii.gz",
+                        np.zeros((6, 6, 2), np.float32))
         write_nifti(tmp_path / "labelsTr" / f"{cid}.nii.gz", np.zeros((6, 6, 2), np.uint8))
     write_nifti(tmp_path / "imagesTs" / "c_0000.nii.gz", np.zeros((6, 6, 2), np.float32))
     write_nifti(tmp_path / "imagesTs" / "c_0001.nii.gz", np.zeros((6, 6, 2), np.float32))
@@ -83,7 +86,8 @@ def test_label_values_outside_declared_set(tmp_path):
     lab = np.zeros((6, 6, 2), np.uint8)
     lab[0, 0, 0] = 7
     labp = write_nifti(tmp_path / "x_gt.nii.gz", lab)
-    with pytest.raises(DataError, match=r"x_gt.nii.gz: label values \[7\] are not in the declared set"):
+    with pytest.raises(DataError,
+                       match=r"x_gt.nii.gz: label values \[7\] are not in the declared set"):
         load_case(Case("x", (img,), labp), spec, PreprocessConfig())
 
 
@@ -97,7 +101,8 @@ def test_image_label_shape_mismatch(tmp_path):
     labp = write_nifti(tmp_path / "y_gt.nii.gz", np.zeros((6, 6, 2), np.uint8), affine=np.eye(4))
     load_case(Case("x", (img,), labp), spec, PreprocessConfig())
     # a real conflict (other spacing, both headers valid) stays an error
-    labp = write_nifti(tmp_path / "z_gt.nii.gz", np.zeros((6, 6, 2), np.uint8), spacing=(1.5, 1.5, 4.0))
+    labp = write_nifti(tmp_path / "z_gt.nii.gz", np.zeros((6, 6, 2), np.uint8),
+                       spacing=(1.5, 1.5, 4.0))
     with pytest.raises(DataError, match="z_gt.nii.gz: affine differs .*spacing"):
         load_case(Case("x", (img,), labp), spec, PreprocessConfig())
 
@@ -114,7 +119,8 @@ def test_spec_maps_values_and_indices():
 
 def test_select_scribbled_default_order_and_explicit():
     cases = [Case(f"subject{i}_DE", ()) for i in (13, 2, 14, 4, 15, 18, 19)]
-    assert select_scribbled(cases, num_scribbled=3) == {"subject13_DE", "subject14_DE", "subject15_DE"}
+    assert select_scribbled(cases, num_scribbled=3) == {"subject13_DE", "subject14_DE",
+                                                        "subject15_DE"}
     assert select_scribbled(cases, scribbled_cases=["subject2_DE"]) == {"subject2_DE"}
     assert len(select_scribbled(cases)) == 7
     with pytest.raises(ConfigError, match="num_scribbled must be in 1..7"):

@@ -132,10 +132,12 @@ def test_sequences_with_different_shapes(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"groups": {"Edema": ["edema", "oedema"]}}, r"grouping 'Edema' names unknown classes \['oedema'\]"),
+    ({"groups": {"Edema": ["edema", "oedema"]}},
+     r"grouping 'Edema' names unknown classes \['oedema'\]"),
     ({"label_kinds": {"scribble": {"unlabelled": 0, "map": {"600": "RV"}}}},
      r"label kind 'scribble' names unknown classes \['RV'\]"),
-    ({"label_kinds": {"scribble": {"unlabelled": 200}}}, "label kind .scribble. gives one value two"),
+    ({"label_kinds": {"scribble": {"unlabelled": 200}}},
+     "label kind .scribble. gives one value two"),
     ({"label_kinds": {"scribble": {"unlabeled": 0}}}, "label kind 'scribble' must be an object"),
 ])
 def test_bad_descriptions(change, message):
@@ -154,7 +156,8 @@ def test_spec_round_trip_keeps_kinds_and_groups():
     spec = LabelSpec.from_dict(MYOPS)
     again = LabelSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec
-    assert again.value_table("scribble") == {3000: 0, 200: 1, 500: 2, 1220: 3, 2221: 4, 600: 0, 0: 5}
+    assert again.value_table("scribble") == {3000: 0, 200: 1, 500: 2, 1220: 3, 2221: 4, 600: 0,
+                                             0: 5}
 
 
 def test_normalisation_is_per_channel():
@@ -210,7 +213,8 @@ def test_cli_evaluate_reports_the_groupings(tmp_path, capsys):
         img = nib.load(str(path))
         data = np.asanyarray(img.dataobj).copy()
         data[data == 600] = 0
-        nib.save(nib.Nifti1Image(data, img.affine, img.header), str(pred / path.name.replace("_gd", "")))
+        nib.save(nib.Nifti1Image(data, img.affine, img.header),
+                 str(pred / path.name.replace("_gd", "")))
     assert main(["evaluate", str(root / "train25_myops_gd"), str(pred), "--labels", str(desc),
                  "-o", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out

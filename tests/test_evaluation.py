@@ -54,7 +54,8 @@ def test_summary_numbers_by_hand(folders, tmp_path):
     assert summary["num_cases"] == 2
     cases = summary["cases"]
     assert cases["subject1_DE"]["class_1"] == {"dice": 1.0, "hd95": 0.0, "assd": 0.0}
-    # directed distances [0, 5] both ways: pooled [0, 0, 5, 5], p95 at 2.85 -> 5; assd (2.5 + 2.5) / 2
+    # directed distances [0, 5] both ways: pooled [0, 0, 5, 5], p95 at 2.85 -> 5;
+    # assd (2.5 + 2.5) / 2
     assert cases["subject1_DE"]["class_2"] == pytest.approx(
         {"dice": 0.5, "hd95": 5.0, "assd": 2.5})
     assert cases["subject2_DE"]["class_2"] == pytest.approx(

@@ -42,7 +42,8 @@ def test_not_nifti_and_truncated_files_are_named(tmp_path):
 
 def test_4d_nan_and_missing_are_errors(tmp_path):
     four = write_nifti(tmp_path / "four.nii.gz", np.zeros((4, 4, 3, 2), np.float32))
-    with pytest.raises(DataError, match=r"four.nii.gz: expected a 3D volume, got shape \(4, 4, 3, 2\)"):
+    with pytest.raises(DataError,
+                       match=r"four.nii.gz: expected a 3D volume, got shape \(4, 4, 3, 2\)"):
         load_nifti(four)
     arr = np.zeros((4, 4, 3), np.float32)
     arr[1, 1, 1] = np.nan

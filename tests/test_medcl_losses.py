@@ -71,7 +71,8 @@ def test_global_loss_hand_values_separated_vs_collapsed():
     union = centres[1:].sum(0, keepdim=True)
     separated = torch.cat([centres, union]).expand(6, 5, 8)
     # n = e (compact), alpha = e (union parallel to the sum), S = 6 pairs x exp(0)
-    assert global_cluster_loss(separated).item() == pytest.approx(math.log(1 + 3 / math.e), rel=1e-5)
+    assert global_cluster_loss(separated).item() == pytest.approx(math.log(1 + 3 / math.e),
+                                                                  rel=1e-5)
     collapsed = torch.ones(6, 5, 8)
     # every cosine is 1: -log(2e / (2e + 6e)) = log 4
     assert global_cluster_loss(collapsed).item() == pytest.approx(math.log(4), rel=1e-5)

@@ -40,8 +40,8 @@ def test_wrong_channels_raises():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ConfigError, match="unknown model 'x'; valid: lite_medsam, sam_tiny, sam_vit_b, unet, "
-                                         "unet_large, unet_small"):
+    with pytest.raises(ConfigError, match="unknown model 'x'; valid: lite_medsam, sam_tiny, "
+                                         "sam_vit_b, unet, unet_large, unet_small"):
         build_model("x", in_channels=1, num_classes=2)
 
 

@@ -14,7 +14,8 @@ LABELS = REPO / "examples" / "mscmr.json"
 
 def test_discovery_finds_all_cases_with_their_label_values(mscmr_root):
     ds = discover(mscmr_root, LABELS)
-    assert {s: len(ds.cases(s)) for s in ("train", "val", "test")} == {"train": 25, "val": 5, "test": 15}
+    assert {s: len(ds.cases(s)) for s in ("train", "val", "test")} == {"train": 25, "val": 5,
+                                                                       "test": 15}
     assert all(c.label_path.name.endswith("_DE_scribble.nii.gz") for c in ds.cases("train"))
     assert all(c.label_path.name.endswith("_DE_manual.nii.gz") for c in ds.cases("test"))
     assert [c.case_id for c in ds.cases("train")][:5] == [
@@ -31,6 +32,7 @@ def test_short_training_writes_loadable_checkpoint(mscmr_root, tmp_path):
     result = train(cfg, tmp_path / "run")
     assert result["step"] == 2 and 0.0 <= result["best"] <= 1.0
     ckpt = load_checkpoint(checkpoint_path(tmp_path / "run", "last"))
-    assert ckpt["label_spec"]["labels"] == {"background": 0, "RV": 1, "Myo": 2, "LV": 3, "ignore": 4}
+    assert ckpt["label_spec"]["labels"] == {"background": 0, "RV": 1, "Myo": 2, "LV": 3,
+                                            "ignore": 4}
     predictor = Predictor.from_run(tmp_path / "run", device="cpu")
     assert predictor.spec.num_classes == 4

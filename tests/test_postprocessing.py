@@ -57,7 +57,8 @@ def test_file_round_trip_and_bad_names(tmp_path):
     assert read_postprocessing(tmp_path, NAMES) == choice
     assert read_postprocessing(tmp_path / "elsewhere", NAMES).is_identity  # no file: none
     (tmp_path / POSTPROCESSING_FILE).write_text(json.dumps({"largest_per_class": ["liver"]}))
-    with pytest.raises(DataError, match=r"postprocessing.json.*must be foreground classes \(a, b\)"):
+    with pytest.raises(DataError,
+                       match=r"postprocessing.json.*must be foreground classes \(a, b\)"):
         read_postprocessing(tmp_path, NAMES)
 
 

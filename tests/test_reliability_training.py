@@ -131,7 +131,8 @@ def test_full_disk_checkpoint_is_one_line_and_keeps_the_earlier_one(tiny_dataset
         raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
-    with pytest.raises(WriteError, match=r"(best|last).pt: cannot write \(RuntimeError: \[enforce fail"
+    with pytest.raises(WriteError, match=r"(best|last).pt: cannot write "
+                                         r"\(RuntimeError: \[enforce fail"
                                          r".*\); [0-9.]+ GiB free on that disk"):
         train(resume_config(run, {"iterations": 6}), run, resume=True)
     monkeypatch.undo()

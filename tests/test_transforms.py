@@ -66,7 +66,7 @@ def test_flips_and_quarter_turns_are_exact():
     aug = RandomAffine2D(rotate_degrees=0, scale_range=(1, 1), flip_prob=0.5, rot90=True)
     out_image, out_labels = aug(image, labels, ignore_index=IGNORE, generator=_gen())
     for i in range(16):
-        candidates = [torch.rot90(l, k, (0, 1)) for l in (labels[i], labels[i].flip(0))
+        candidates = [torch.rot90(lab, k, (0, 1)) for lab in (labels[i], labels[i].flip(0))
                       for k in range(4)]
         assert any(torch.equal(out_labels[i], c) for c in candidates)
     assert torch.allclose(out_image[:, 0], out_labels.float(), atol=1e-4)

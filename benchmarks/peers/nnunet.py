@@ -112,7 +112,8 @@ def prepare_raw(setting: str) -> Path:
     val = sorted(splits["val"])
     raw = WORK / "nnUNet_raw" / dataset_name(setting)
     for case in train + val:
-        link(converted / "imagesTr" / f"{case}_0000.nii.gz", raw / "imagesTr" / f"{case}_0000.nii.gz")
+        link(converted / "imagesTr" / f"{case}_0000.nii.gz",
+             raw / "imagesTr" / f"{case}_0000.nii.gz")
         link(converted / "labelsTr" / f"{case}.nii.gz", raw / "labelsTr" / f"{case}.nii.gz")
     for image in sorted((converted / "imagesTs").glob("*.nii.gz")):
         link(image, raw / "imagesTs" / image.name)
@@ -167,7 +168,8 @@ def prepare(args: argparse.Namespace) -> None:
     for name in PLANS.values():
         cfg = json.loads((pre / f"{name}.json").read_text())["configurations"][CONFIGURATION]
         log.info("%s: spacing %s, patch %s, batch %s, %d stages %s", name, cfg["spacing"],
-                 cfg["patch_size"], cfg["batch_size"], cfg["architecture"]["arch_kwargs"]["n_stages"],
+                 cfg["patch_size"], cfg["batch_size"],
+                 cfg["architecture"]["arch_kwargs"]["n_stages"],
                  cfg["architecture"]["arch_kwargs"]["features_per_stage"])
 
 

@@ -31,7 +31,8 @@ def _umask() -> int:
 
 
 def free_space(path: str | os.PathLike) -> str:
-    """Free space on the disk holding ``path`` (or its nearest existing parent), e.g. ``1.2 GiB``."""
+    """Free space on the disk holding ``path`` (or its nearest existing parent), e.g.
+    ``1.2 GiB``."""
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -93,7 +94,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the final suffix (``.nii.gz`` etc.) so writers that infer the
     format from the name still work. On error the temporary file is removed and ``path`` is
     left untouched; an ``OSError`` (full disk, read-only folder) becomes a
-    :class:`~medcl.errors.WriteError` naming ``path`` and the free space. The file gets the user's umask, like any other tool's.
+    :class:`~medcl.errors.WriteError` naming ``path`` and the free space. The file gets the
+    user's umask, like any other tool's.
     """
     path = Path(path)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
@@ -143,6 +145,7 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def paths_overlap(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """Whether ``a`` and ``b`` are the same path or one lies inside the other (symlinks resolved)."""
+    """Whether ``a`` and ``b`` are the same path or one lies inside the other (symlinks
+    resolved)."""
     a, b = Path(a).resolve(), Path(b).resolve()
     return a == b or a in b.parents or b in a.parents

@@ -7,5 +7,6 @@ The top wing beside :mod:`medcl.cli` (it may import every lower wing; only the C
 * :mod:`~medcl.annotate.uncertainty` -- per-slice entropy of a run's probabilities;
 * :mod:`~medcl.annotate.review` -- a run's predictions and uncertainty for every case;
 * :mod:`~medcl.annotate.jobs` -- a background ``medcl train`` process and its progress;
-* :mod:`~medcl.annotate.server` -- the HTTP API and the page (needs ``pip install medcl[annotate]``).
+* :mod:`~medcl.annotate.server` -- the HTTP API and the page (needs
+  ``pip install medcl[annotate]``).
 """

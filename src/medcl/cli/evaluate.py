@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output or args.pred_dir)
     summary = evaluate_folders(args.gt_dir, args.pred_dir, **options, geometry=args.geometry,
                                out_dir=out, image_dir=args.images,
-                               overlay_dir=out / "overlays" if args.images and args.overlays else None,
+                               overlay_dir=(out / "overlays" if args.images and args.overlays
+                                            else None),
                                num_overlay_slices=args.overlays, hd95_convention=args.hd95)
     print(format_markdown(summary))
     print(f"summary written to {out / 'summary.json'}")

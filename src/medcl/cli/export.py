@@ -16,8 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", action="store_true", help="write ONNX whatever OUT's suffix")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--licence", help="the licence you share the weights under (stored in the "
-                   "model file or the ONNX file's JSON; default: unspecified). The training data's licence applies to "
-                   "weights learnt from it")
+                   "model file or the ONNX file's JSON; default: unspecified). The training "
+                   "data's licence applies to weights learnt from it")
     p.add_argument("--overwrite", action="store_true",
                    help="replace OUT if it is a file medcl export wrote (nothing else)")
     p.set_defaults(func=run)

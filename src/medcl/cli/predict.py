@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "file written by 'medcl export' (NAME.medcl)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--save-probs", action="store_true", help="also write OUTPUT/probs/{case}.nii.gz")
+    p.add_argument("--save-probs", action="store_true",
+                   help="also write OUTPUT/probs/{case}.nii.gz")
     p.add_argument("--largest-component", action="store_true",
                    help="keep the largest 3D connected component of each class")
     p.add_argument("--postprocessing", choices=POSTPROCESSING_MODES, default="auto",

@@ -31,7 +31,8 @@ class ProgressBar:
         if record["event"] == "step":
             if self.bar is None:
                 self._open(record)
-            self.bar.n = min(int(record["elapsed"]), self.bar.total) if self.by_time else record["step"]
+            self.bar.n = (min(int(record["elapsed"]), self.bar.total) if self.by_time
+                          else record["step"])
             post = {"step": record["step"], "loss": f"{record['loss']:.4f}",
                     "sl/s": f"{record['slices_per_s']:.1f}", "lr": f"{record['lr']:.2e}"}
             self.bar.set_postfix(post, refresh=False)

@@ -21,8 +21,9 @@ The output folder is convert's own: it records what it writes (:mod:`medcl.owner
 ``overwrite`` replaces an earlier conversion there, removing its cases that this one does not
 write again. A file convert did not write in a folder it writes (``imagesTr``, ``labelsTr``,
 ``imagesTs``, ``labelsTs`` when the test split has labels) or at ``dataset.json``/
-``splits_final.json`` would be read as part of the dataset: the conversion is refused. Other files in the folder are left alone, named in a warning. An
-output folder that is, holds or lies inside the source is refused.
+``splits_final.json`` would be read as part of the dataset: the conversion is refused. Other
+files in the folder are left alone, named in a warning. An output folder that is, holds or
+lies inside the source is refused.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def convert_to_nnunet(source: str | os.PathLike, out_dir: str | os.PathLike, *,
     val = [c.case_id for c in dataset.cases("val")]
     meta = nnunet_dataset_json(spec, len(train) + len(val), name or Path(source).name)
     atomic_write_text(out / DATASET_JSON, json.dumps(meta, indent=2) + "\n")
-    atomic_write_text(out / SPLITS_FILE, json.dumps([{"train": train, "val": val}], indent=2) + "\n")
+    atomic_write_text(out / SPLITS_FILE,
+                      json.dumps([{"train": train, "val": val}], indent=2) + "\n")
     outputs.record([out / DATASET_JSON, out / SPLITS_FILE])
     log.info("wrote the nnU-Net layout of %s to %s", source, out)
     return dataset

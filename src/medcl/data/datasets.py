@@ -129,7 +129,8 @@ def group_channels(files: list[Path], in_channels: int,
             case, channel = named
         else:
             raise DataError(f"{path}: expected a name '{{case}}_XXXX' or '{{case}}_NAME' with a "
-                            f"channel name of {list(channel_names)} for a {in_channels}-channel image")
+                            f"channel name of {list(channel_names)} for a {in_channels}-channel "
+                            "image")
         if channel in groups.setdefault(case, {}):
             raise DataError(f"{path}: duplicate channel {channel} for case {case!r}")
         groups[case][channel] = path
@@ -185,7 +186,8 @@ def pair_by_case(cases: dict[str, tuple[Path, ...]], label_files: list[Path], *,
     for path in label_files:
         case = match_case(case_stem(path), ids)
         if case is None:
-            raise DataError(f"{path}: no image with a matching case id (case ids look like {ids[0]!r})")
+            raise DataError(f"{path}: no image with a matching case id "
+                            f"(case ids look like {ids[0]!r})")
         if case in labels:
             raise DataError(f"{path}: case {case!r} already has the label file {labels[case].name}")
         labels[case] = path
@@ -297,7 +299,8 @@ def _apply_nnunet_files(dataset: Dataset, description: dict, source: str) -> Non
         return
     train_ids, val_ids = nnunet.read_split(path, [c.case_id for c in train])
     dataset.splits["train"] = [c for c in train if c.case_id in train_ids]
-    dataset.splits["val"] = [c for c in train if c.case_id in val_ids] + dataset.splits.get("val", [])
+    dataset.splits["val"] = ([c for c in train if c.case_id in val_ids]
+                             + dataset.splits.get("val", []))
 
 
 def detect_layout(root: Path, description: dict | None = None) -> str:

@@ -250,7 +250,8 @@ class GeometryNotes:
 
 def check_mode(mode: str) -> str:
     if mode not in GEOMETRY_MODES:
-        raise ConfigError(f"geometry={mode!r} is not valid; choose from {', '.join(GEOMETRY_MODES)}")
+        raise ConfigError(f"geometry={mode!r} is not valid; "
+                          f"choose from {', '.join(GEOMETRY_MODES)}")
     return mode
 
 
@@ -299,7 +300,8 @@ def align(ref: Volume, other: Volume, *, mode: str = "auto",
         reason = f"no geometry in {owner} header (qform/sform codes 0, or a default unit header)"
     elif same_spacing and (og.bare or (rg.bare and not og.oriented)):
         owner = "its" if og.bare else "the image's"
-        reason = f"{owner} header was written without geometry (a tool's default at 0, same spacing)"
+        reason = (f"{owner} header was written without geometry "
+                  "(a tool's default at 0, same spacing)")
     elif (rg.inconsistency or og.inconsistency) and any(
             same_affine(a, b) for a in rg.readings for b in og.readings):
         reason = "differs only where a header disagrees with itself"

@@ -213,7 +213,8 @@ class LabelSpec:
             try:
                 value = int(value)
             except (TypeError, ValueError):
-                raise ConfigError(f"{source}: label {name!r} has a non-integer value {value!r}") from None
+                raise ConfigError(f"{source}: label {name!r} has a non-integer value "
+                                  f"{value!r}") from None
             if name == IGNORE_NAME:
                 ignore = value
             else:
@@ -266,8 +267,10 @@ def _parse_kinds(data, source: str) -> dict[str, LabelKind]:
                               f"{sorted(_KIND_KEYS)}")
         unlabelled = code.get("unlabelled")
         kinds[name] = LabelKind(
-            unlabelled=None if unlabelled is None else _as_int(unlabelled, f"{name}.unlabelled", source),
-            values={n: _as_int(v, f"{name}.values.{n}", source) for n, v in code.get("values", {}).items()},
+            unlabelled=(None if unlabelled is None
+                        else _as_int(unlabelled, f"{name}.unlabelled", source)),
+            values={n: _as_int(v, f"{name}.values.{n}", source)
+                    for n, v in code.get("values", {}).items()},
             map={_as_int(v, f"{name}.map key", source): n for v, n in code.get("map", {}).items()},
             round=bool(code.get("round", False)))
     return kinds

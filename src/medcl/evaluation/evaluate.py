@@ -3,9 +3,10 @@
 A case is a NIfTI file or a folder holding one DICOM series (:mod:`medcl.data.dicom`); the
 folder's name is the case id. Each prediction ``{case}.nii.gz`` is paired with the ground-truth
 file whose stem is the case id or the case id followed by a ``_suffix``
-(``subject10_DE.nii.gz`` <-> ``subject10_DE_manual.nii.gz``). Every file must have a partner. Metrics are computed per class and case in mm, using the spacing
-of the ground-truth header; see :mod:`medcl.evaluation.metrics` for the definitions, the two HD95
-conventions and the empty-mask rule.
+(``subject10_DE.nii.gz`` <-> ``subject10_DE_manual.nii.gz``). Every file must have a partner.
+Metrics are computed per class and case in mm, using the spacing of the ground-truth header; see
+:mod:`medcl.evaluation.metrics` for the definitions, the two HD95 conventions and the empty-mask
+rule.
 """
 
 from __future__ import annotations
@@ -48,8 +49,10 @@ AGGREGATION = ("Mean and std are over cases (population std, ddof=0). The 'overa
                "averages the foreground classes of each case, then takes mean and std over cases.")
 
 
-def _match_files(case_ids: list[str], files: list[Path]) -> tuple[dict[str, list[Path]], list[Path]]:
-    """Assign files to case ids by :func:`~medcl.data.datasets.match_case`; also return the unmatched."""
+def _match_files(case_ids: list[str],
+                 files: list[Path]) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Assign files to case ids by :func:`~medcl.data.datasets.match_case`; also return the
+    unmatched."""
     matched: dict[str, list[Path]] = {}
     unmatched = []
     for path in files:
@@ -133,7 +136,8 @@ def _check_options(class_values: Mapping[str, int] | None, overlay_dir, image_di
         raise ConfigError("overlays need both overlay_dir and image_dir")
     if (isinstance(num_overlay_slices, bool) or not isinstance(num_overlay_slices, int)
             or num_overlay_slices < 1):
-        raise ConfigError(f"num_overlay_slices must be a positive integer, got {num_overlay_slices!r}")
+        raise ConfigError(f"num_overlay_slices must be a positive integer, "
+                          f"got {num_overlay_slices!r}")
     if class_values is None:
         return None
     try:
@@ -204,7 +208,8 @@ def _check_outputs(out_dir, overlay_dir, case_ids: list[str]) -> dict[str, Outpu
                                  overwrite=True)
     if overlay_dir is not None:
         inside = out_dir is not None and records["summary"].holds(overlay_dir)
-        records["overlays"] = records["summary"] if inside else OutputFolder(overlay_dir, "evaluate")
+        records["overlays"] = (records["summary"] if inside
+                               else OutputFolder(overlay_dir, "evaluate"))
         records["overlays"].check([p for c in case_ids for p in overlay_files(overlay_dir, c)],
                                   overwrite=True)
     return records

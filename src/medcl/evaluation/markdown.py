@@ -40,14 +40,16 @@ def metric_headers(summary: Mapping) -> dict[str, str]:
 
 
 def format_markdown(summary: Mapping) -> str:
-    """Markdown report of a summary from :func:`~medcl.evaluation.evaluate.evaluate_folders` (or its ``summary.json``).
+    """Markdown report of a summary from :func:`~medcl.evaluation.evaluate.evaluate_folders`
+    (or its ``summary.json``).
 
     A table of mean ± std per class and overall, a per-case table, the cases penalised by the
     empty-mask rule, and the metric definitions.
     """
     classes = list(summary["classes"])
     lines = [f"# Segmentation evaluation ({summary['num_cases']} cases)", ""]
-    rows = [[name, *(mean_std_text(summary["mean"][name], summary["std"][name], m) for m in METRIC_NAMES)]
+    rows = [[name, *(mean_std_text(summary["mean"][name], summary["std"][name], m)
+                     for m in METRIC_NAMES)]
             for name in classes]
     overall = summary["overall"]
     rows.append(["**Mean (foreground)**",

@@ -115,7 +115,8 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
-    """Surface voxels of a boolean mask (same shape): ``mask XOR erosion(mask)``, face neighbours."""
+    """Surface voxels of a boolean mask (same shape): ``mask XOR erosion(mask)``, face
+    neighbours."""
     mask = np.asarray(mask, dtype=bool)
     structure = ndimage.generate_binary_structure(mask.ndim, SURFACE_CONNECTIVITY)
     return mask ^ ndimage.binary_erosion(mask, structure=structure, iterations=1, border_value=0)

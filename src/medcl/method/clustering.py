@@ -70,7 +70,8 @@ class AnatomyProjector(nn.Module):
         if form not in HEAD_FORMS:
             raise ConfigError(f"unknown head form {form!r}; valid: {', '.join(HEAD_FORMS)}")
         if min(code_dim, grid, hidden) <= 0:
-            raise ConfigError(f"code_dim, grid and hidden must be > 0, got {code_dim}, {grid}, {hidden}")
+            raise ConfigError(f"code_dim, grid and hidden must be > 0, "
+                              f"got {code_dim}, {grid}, {hidden}")
         if form == "full" and input_size is None:
             raise ConfigError("the 'full' head form needs input_size=(H, W)")
         self.form = form

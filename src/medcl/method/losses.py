@@ -210,7 +210,8 @@ def mix_consistency_loss(mixed_probs: Tensor, probs_of_mix: Tensor, *, eps: floa
         probs_of_mix: ``(B, K, H, W)`` the prediction of the mixed images.
     """
     if mixed_probs.shape != probs_of_mix.shape:
-        raise ValueError(f"shapes differ: {tuple(mixed_probs.shape)} vs {tuple(probs_of_mix.shape)}")
+        raise ValueError(f"shapes differ: {tuple(mixed_probs.shape)} "
+                         f"vs {tuple(probs_of_mix.shape)}")
     cos = F.cosine_similarity(mixed_probs.flatten(2), probs_of_mix.flatten(2), dim=2, eps=eps)
     return 1 - cos.mean()
 
@@ -256,7 +257,8 @@ class ScribbleLoss(nn.Module):
                  dice_weight: float = 0.0) -> None:
         super().__init__()
         if pce_weight < 0 or dice_weight < 0:
-            raise ConfigError(f"loss weights must be >= 0, got pce {pce_weight}, dice {dice_weight}")
+            raise ConfigError(f"loss weights must be >= 0, "
+                              f"got pce {pce_weight}, dice {dice_weight}")
         self.weights = {"pce": float(pce_weight), "dice": float(dice_weight)}
         self.pce = PartialCrossEntropy(ignore_index=ignore_index)
         self.dice = DiceLoss(ignore_index=ignore_index)

@@ -3,8 +3,9 @@
 A checkpoint is a dict with ``model``, ``optimizer``, ``schedule``, ``rng``, ``step``,
 ``elapsed_seconds``, ``best`` (the best validation score so far), ``selection`` (the best
 validated checkpoint under each selection rule, with its scores and post-processing),
-``config`` (the full resolved :class:`~medcl.training.config.TrainConfig` as a dict), ``label_spec`` and
-``model_kwargs`` (what :func:`~medcl.models.build_model` needs to rebuild the network).
+``config`` (the full resolved :class:`~medcl.training.config.TrainConfig` as a dict),
+``label_spec`` and ``model_kwargs`` (what :func:`~medcl.models.build_model` needs to rebuild the
+network).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
     state = read_torch_file(path, str(path))
-    missing = {"model", "config", "label_spec", "model_kwargs"} - set(state if isinstance(state, dict) else {})
+    missing = ({"model", "config", "label_spec", "model_kwargs"}
+               - set(state if isinstance(state, dict) else {}))
     if missing:
         raise DataError(f"{path}: not a medcl checkpoint (missing {sorted(missing)})")
     return state

@@ -14,7 +14,7 @@ measured to beat fp32 for our networks (``benchmarks/speed.py --part kernel``):
 | Intel Xeon (family 6 model 207), AMX not exposed | avx512_bf16 | 0.64 s vs 0.83 s (channels-last) | no |
 | AMD Zen 2 | AVX2 only | 1.5 s vs 10.6 s | no |
 | Intel Xeon (family 6 model 207) with AMX | amx_bf16 | 0.77 s vs 0.40 s (channels-last) | yes |
-"""
+"""  # noqa: E501 - the table's rows cannot wrap
 
 from __future__ import annotations
 

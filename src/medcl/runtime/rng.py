@@ -33,7 +33,8 @@ def rng_state(generator: torch.Generator) -> dict:
 def set_rng_state(state: dict, generator: torch.Generator) -> None:
     random.setstate(state["python"])
     np_state = dict(state["numpy"])
-    np_state["state"] = dict(np_state["state"], key=np.asarray(np_state["state"]["key"], dtype=np.uint32))
+    np_state["state"] = dict(np_state["state"],
+                             key=np.asarray(np_state["state"]["key"], dtype=np.uint32))
     np.random.set_state(np_state)
     torch.set_rng_state(state["torch"])
     generator.set_state(state["generator"])

@@ -284,7 +284,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         if self.method not in METHODS:
-            raise ConfigError(f"method={self.method!r} is not valid; choose from {', '.join(METHODS)}")
+            raise ConfigError(f"method={self.method!r} is not valid; "
+                              f"choose from {', '.join(METHODS)}")
         for name, value in METHOD_PRESETS[self.method].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -301,7 +302,8 @@ class TrainConfig:
                 raise ConfigError(f"{low} must be <= {high}, got {getattr(self, low)} > "
                                   f"{getattr(self, high)}")
         if self.supervision == "dense" and self.method != "pce":
-            raise ConfigError(f"supervision='dense' only works with method='pce', got {self.method!r}")
+            raise ConfigError(f"supervision='dense' only works with method='pce', "
+                              f"got {self.method!r}")
         if self.medcl_rampup > 1 - self.supervised_warmup:
             raise ConfigError(f"medcl_rampup must be in [0, 1 - supervised_warmup] = "
                               f"[0, {1 - self.supervised_warmup:g}], got {self.medcl_rampup}")

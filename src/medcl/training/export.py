@@ -207,7 +207,8 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, *, checkpoint: st
                   "torch": torch.__version__, "python": platform.python_version(),
                   "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
                       timespec="seconds"),
-                  "licence": licence or LICENCE_UNSET, "licence_notes": licence_notes(state["model_kwargs"]),
+                  "licence": licence or LICENCE_UNSET,
+                  "licence_notes": licence_notes(state["model_kwargs"]),
                   "run": folder.name},
     }
     write_model_file(out, weights=state["model"], members=members)

@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 #: options that may change when a run is resumed; all others must stay as saved. A new
 #: ``data``/``labels`` path must hold the same dataset (label definition and case ids).
 RESUME_OVERRIDABLE = ("iterations", "max_minutes", "device", "num_threads", "val_interval",
-                      "log_interval", "infer_batch_size", "precision", "postprocessing", "channels_last", "compile",
-                      "checkpoint_minutes", "data", "labels")
+                      "log_interval", "infer_batch_size", "precision", "postprocessing",
+                      "channels_last", "compile", "checkpoint_minutes", "data", "labels")
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict | None = None) -> TrainConfig:

@@ -40,8 +40,8 @@ from medcl.training.components import (
 from medcl.training.config import RESOLVED_KEY, TrainConfig
 from medcl.training.data import TrainingData
 from medcl.training.ema import WeightAverage
-from medcl.training.init_from import InitSource
 from medcl.training.embeddings import precompute_embeddings
+from medcl.training.init_from import InitSource
 from medcl.training.interrupt import PeriodicSave, StopSignal, interrupted
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
 from medcl.training.schedule import LRSchedule, sigmoid_rampup
@@ -295,7 +295,8 @@ class Trainer:
                     now = time.monotonic()
                     self.log({"event": "step", "step": state["step"], "total": cfg.iterations,
                               "elapsed": state["elapsed_seconds"], "budget": self.max_seconds,
-                              "lr": lr, "slices_per_s": window_slices / max(now - window_start, 1e-9),
+                              "lr": lr,
+                              "slices_per_s": window_slices / max(now - window_start, 1e-9),
                               **terms})
                     window_start, window_slices = now, 0
                 if cfg.val_interval and state["step"] % cfg.val_interval == 0:

@@ -117,7 +117,8 @@ class SamSegmenter(Segmenter):
             raise ConfigError(f"unknown resize mode {resize!r}; valid: {', '.join(RESIZE_MODES)}")
         self.resize = resize
         if encoder not in ENCODER_MODES:
-            raise ConfigError(f"unknown encoder mode {encoder!r}; valid: {', '.join(ENCODER_MODES)}")
+            raise ConfigError(f"unknown encoder mode {encoder!r}; "
+                              f"valid: {', '.join(ENCODER_MODES)}")
         if in_channels not in (1, 3):
             raise ConfigError(f"SAM backbones take 1 or 3 input channels, got {in_channels}")
         if num_classes < 2:
