@@ -72,7 +72,7 @@ show convert-overwrite $M convert dsmall nn --overwrite; ls nn/imagesTr | tr '\n
 echo mine > nn/imagesTr/user_0000.nii.gz
 show convert-user-file $M convert dsmall nn --overwrite
 show convert-into-source $M convert data data --overwrite
-rm nn/imagesTr/user_0000.nii.gz; cp nn/imagesTr/case02_DE_0000.nii.gz nn/imagesTr/extra_0000.nii.gz
+rm nn/imagesTr/user_0000.nii.gz; cp nn/imagesTr/case02_DE_0000.nii.gz nn/imagesTr/extra_0000.nii.gz; cp nn/labelsTr/case02_DE.nii.gz nn/labelsTr/extra.nii.gz
 show nnunet-numtraining $M train --data nn --out rnn $T --iterations 2
 # demo --overwrite keeps the user's files in its folders
 mkdir -p usr/predictions; echo keep > usr/predictions/notes.txt
@@ -83,10 +83,11 @@ show crop-size-37 $M train --data data --out rc $T --crop-size 37
 show lr-nan $M train --data data --out rc $T --lr nan
 show retry-after-bad-option $M train --data data --out rc $T --iterations 2 --val-interval 2
 # checkpoints that do not fit, random bytes as a checkpoint
-mkdir -p wrong/checkpoints; $PY -c "
-import json; c=json.load(open('run/config.json')); c['widths']=[8,16,32]; json.dump(c, open('wrong/config.json','w'))"
-cp run/checkpoints/best.pt wrong/checkpoints/best.pt
-show checkpoint-other-network $M predict -i data/TestSet/images -o pw -m wrong
+# (predict reads the network from the checkpoint itself; a run folder whose config.json says
+# another network than its weights fails at --resume)
+cp -r run wrong; $PY -c "
+import json; c=json.load(open('wrong/config.json')); c['widths']=[8,16,32]; json.dump(c, open('wrong/config.json','w'))"
+show checkpoint-other-network $M train --out wrong --resume --iterations 8
 head -c 5000 /dev/urandom > rnd.pt
 show checkpoint-random-bytes $M predict -i data/TestSet/images -o pr -m rnd.pt
 show overwrite-and-continue $M predict -i data/TestSet/images -o pred -m run --overwrite --continue

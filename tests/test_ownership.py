@@ -76,7 +76,7 @@ def test_release_removes_only_recorded_files_and_names_the_rest(tmp_path, caplog
     with caplog.at_level(logging.WARNING):
         assert record.release() == own
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # probs/ and the record
-    assert f"left 1 files medcl did not write: {tmp_path / 'notes.txt'}" in caplog.text
+    assert f"left 1 file(s) medcl did not write: {tmp_path / 'notes.txt'}" in caplog.text
 
 
 # -- demo --overwrite, predict, evaluate, train, scribble (item 2) -------------------------------
@@ -97,7 +97,7 @@ def test_demo_overwrite_keeps_files_the_user_put_in_its_folders(predictor, tiny_
     assert not list((out / "predictions").glob("*.nii.gz"))
     assert not (out / "evaluation" / "summary.json").exists()
     assert not list((out / "evaluation" / "overlays").glob("*_z*.png"))
-    assert "left 1 files medcl did not write: " in caplog.text and "notes.txt" in caplog.text
+    assert "left 1 file(s) medcl did not write: " in caplog.text and "notes.txt" in caplog.text
 
 
 def test_predict_overwrite_never_replaces_a_file_medcl_did_not_write(predictor, tmp_path):
@@ -148,7 +148,7 @@ def test_convert_overwrite_removes_its_stale_cases_and_keeps_other_files(tmp_pat
     converted = discover(out)
     assert [len(converted.cases(s)) for s in ("train", "val", "test")] == [2, 1, 1]
     assert (out / "README.txt").read_text() == "my notes"
-    assert "left 1 files medcl did not write" in caplog.text and "README.txt" in caplog.text
+    assert "left 1 file(s) medcl did not write" in caplog.text and "README.txt" in caplog.text
 
 
 def test_convert_refuses_files_it_did_not_write_where_it_writes(tmp_path):

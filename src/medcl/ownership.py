@@ -211,7 +211,7 @@ class OutputFolder:
             self._rewrite({k: own[k] for k in kept})
         left = self.foreign()
         if left:
-            log.warning("%s: left %d files medcl did not write: %s", self.folder, len(left),
+            log.warning("%s: left %d file(s) medcl did not write: %s", self.folder, len(left),
                         _named(left))
         return removed
 
