@@ -26,6 +26,17 @@ def write_nifti(path: Path, data: np.ndarray, *, spacing=(1.5, 1.5, 5.0), affine
     return path
 
 
+def one_line_error(capsys, *fragments) -> str:
+    """The CLI's last stderr line: ``medcl CMD: error: ...`` holding every fragment."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    last = err[-1]
+    assert last.startswith("medcl ") and "error:" in last
+    for fragment in fragments:
+        assert fragment in last
+    return last
+
+
 def real_data_root() -> Path:
     return Path(os.environ.get(REAL_DATA_ENV, REPO.parent / "shared" / "data"))
 

@@ -10,19 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import CLI_TRAIN_FLAGS, write_nifti
+from conftest import one_line_error as _one_line_error
 
 from medcl.cli import main
 from medcl.ownership import MANIFEST_NAME
-
-
-def _one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "expected an error message"
-    last = err[-1]
-    assert last.startswith("medcl ") and "error:" in last
-    for fragment in fragments:
-        assert fragment in last
-    return last
 
 
 def test_train_predict_evaluate(tiny_dataset, trained_run, tmp_path, capsys):

@@ -24,8 +24,8 @@ EXIT_USAGE = 2
 EXIT_SIGINT = 130
 #: the sub-commands, in the order ``medcl --help`` lists them: modules of this package, each
 #: with ``add_parser`` and ``run``
-COMMANDS = ("train", "predict", "postprocess", "evaluate", "convert", "demo", "annotate",
-            "scribble")
+COMMANDS = ("train", "predict", "postprocess", "evaluate", "export", "convert", "demo",
+            "annotate", "scribble")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from medcl.cli.options import bounded
+from medcl.data.dicom_seg import OUTPUT_FORMATS
 from medcl.data.geometry import GEOMETRY_MODES
 from medcl.errors import CasesFailed
 from medcl.inference.postprocessing import POSTPROCESSING_MODES
@@ -19,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="NIfTI file, or folder of NIfTI files and/or DICOM series folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("-m", "--model", required=True,
-                   help="run folder written by 'medcl train', or a checkpoint file in it")
+                   help="run folder written by 'medcl train', a checkpoint file in it, or a model "
+                   "file written by 'medcl export' (NAME.medcl)")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--save-probs", action="store_true",
@@ -42,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="header geometry policy for the channels (default: the run's)")
     p.add_argument("--overlays", type=bounded(int, 0), default=0, metavar="N",
                    help="write N overlay PNGs per case into OUTPUT/overlays")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="nifti",
+                   help="nifti: OUTPUT/{case}.nii.gz; dicom-seg: OUTPUT/{case}.dcm, a DICOM SEG "
+                   "over each case's DICOM series (series input only; pip install "
+                   "'medcl[dicom-seg]')")
     existing = p.add_mutually_exclusive_group()
     existing.add_argument("--overwrite", action="store_true",
                           help="replace the predictions this run writes that medcl wrote "
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
                                    largest_component=args.largest_component,
                                    overwrite=args.overwrite, skip_existing=args.skip_existing,
                                    overlay_slices=args.overlays,
+                                   output_format=args.output_format,
                                    progress=lambda case: bar.update(1))
         except CasesFailed as exc:
             bar.close()

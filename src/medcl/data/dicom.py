@@ -52,7 +52,8 @@ UUID_UID_ROOT = "2.25."
 #: DICOM tags (group|element, as SimpleITK's metadata keys) written by :func:`save_series`.
 _TAGS = {"study": "0020|000d", "series": "0020|000e", "instance_uid": "0008|0018",
          "modality": "0008|0060", "position": "0020|0032", "orientation": "0020|0037",
-         "instance_number": "0020|0013"}
+         "instance_number": "0020|0013", "frame_of_reference": "0020|0052",
+         "slice_thickness": "0018|0050"}
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -104,6 +105,19 @@ def _series_ids(sitk, folder: Path) -> tuple[str, ...]:
     return ids
 
 
+def series_files(folder: str | os.PathLike) -> tuple[str, list[Path]]:
+    """The SeriesInstanceUID of the one series in ``folder`` and its files in slice order: file
+    ``z`` holds slice ``z`` of :func:`load_series`'s volume.
+
+    Raises:
+        DataError: the folder holds no series or several.
+    """
+    sitk = require("SimpleITK", extra="dicom", feature="DICOM input")
+    (series_id,) = _series_ids(sitk, Path(folder))
+    names = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id)
+    return series_id, [Path(name) for name in names]
+
+
 def series_affine(spacing: Sequence[float], origin: Sequence[float],
                   direction: Sequence[float]) -> np.ndarray:
     """RAS voxel-to-world ``(4, 4)`` affine from SimpleITK's LPS geometry.
@@ -135,9 +149,9 @@ def load_series(folder: str | os.PathLike, *, kind: str = "image") -> Volume:
     """
     folder = Path(folder)
     sitk = require("SimpleITK", extra="dicom", feature="DICOM input")
-    (series_id,) = _series_ids(sitk, folder)
+    series_id, files = series_files(folder)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
+    reader.SetFileNames([str(f) for f in files])
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -214,6 +228,7 @@ def save_series(folder: str | os.PathLike, data: np.ndarray, affine: np.ndarray,
     orientation = [direction[row * _SPATIAL_DIMS + col] for col in (0, 1) for row in range(3)]
     series_uid = series_uid or _new_uid()
     tags = {"study": _new_uid(), "series": series_uid, "modality": modality,
+            "frame_of_reference": _new_uid(), "slice_thickness": f"{spacing[2]:.10g}",
             "orientation": "\\".join(f"{v:.10g}" for v in orientation)}
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()  # use the UIDs set below

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from medcl.data.labels import LabelSpec
 from medcl.errors import ConfigError
 
 NORMALIZATIONS = ("zscore", "minmax", "none")
@@ -157,6 +158,15 @@ def resampled_size(shape_xy: tuple[int, int], spacing_xy: tuple[float, float],
                           f"{spacing_xy[1]:g} mm to {size[0]}x{size[1]} pixels, more than the "
                           f"{MAX_SLICE_PIXELS} allowed; choose a larger target spacing")
     return size
+
+
+def run_preprocessing(cfg: dict, spec: LabelSpec) -> PreprocessConfig:
+    """The preprocessing a run trained with, from its saved configuration ``cfg`` (a dict, as in
+    a checkpoint or a model file) and its label definition (the channel windows)."""
+    return PreprocessConfig(target_spacing=cfg["target_spacing"],
+                            normalization=cfg["normalization"],
+                            nonzero_mask=cfg.get("nonzero_mask", False),
+                            windows=spec.channel_windows())
 
 
 def image_to_slices(image: np.ndarray, spacing_xy: tuple[float, float],

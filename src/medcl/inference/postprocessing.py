@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from medcl.errors import DataError
+from medcl.errors import ConfigError, DataError
 from medcl.files import atomic_write_text
 
 #: the run folder's file naming the chosen post-processing
@@ -176,6 +176,14 @@ class Postprocessing:
                             f"boolean")
         return cls(data.get("largest_foreground", False),
                    tuple(class_names.index(n) for n in names), float(fraction))
+
+
+def check_postprocessing_mode(mode: str) -> None:
+    """Raise :class:`~medcl.errors.ConfigError` unless ``mode`` is one of
+    :data:`POSTPROCESSING_MODES`."""
+    if mode not in POSTPROCESSING_MODES:
+        raise ConfigError(f"postprocessing must be one of {', '.join(POSTPROCESSING_MODES)}, "
+                          f"got {mode!r}")
 
 
 def read_postprocessing(run_dir: str | os.PathLike, class_names: Sequence[str]

@@ -18,8 +18,9 @@ from torch import nn
 
 from medcl.data.datasets import group_channels
 from medcl.data.dicom import volume_files
+from medcl.data.dicom_seg import OUTPUT_SUFFIXES, output_suffix, save_seg
 from medcl.data.geometry import GeometryNotes, read_image
-from medcl.data.io import Volume, case_stem, is_nifti, save_nifti
+from medcl.data.io import Volume, is_nifti, save_nifti
 from medcl.data.labels import BACKGROUND, LabelSpec
 from medcl.data.preprocessing import (
     PreprocessConfig,
@@ -27,27 +28,17 @@ from medcl.data.preprocessing import (
     image_to_slices,
     pad_to_multiple,
     restore_probs,
+    run_preprocessing,
 )
 from medcl.errors import CasesFailed, ConfigError, DataError, MedclError, WriteError
 from medcl.evaluation.evaluate import SUMMARY_JSON, SUMMARY_MD
 from medcl.evaluation.overlay import overlay_files, save_overlays
 from medcl.files import check_writable
-from medcl.inference.postprocessing import (
-    POSTPROCESSING_MODES,
-    Postprocessing,
-    keep_largest_component,
-    read_postprocessing,
-)
+from medcl.inference.postprocessing import Postprocessing, keep_largest_component
+from medcl.inference.source import read_source
 from medcl.inference.window import Window, inference_window
-from medcl.models import build_model
+from medcl.models import rebuild_model
 from medcl.ownership import OutputFolder, check_output_outside
-from medcl.runtime.checkpoint import (
-    CHECKPOINT_DIR,
-    checkpoint_path,
-    describe_network,
-    load_checkpoint,
-    load_weights,
-)
 from medcl.runtime.device import resolve_device
 from medcl.runtime.precision import FastForward, resolve_precision
 
@@ -79,13 +70,14 @@ class Predictor:
         window: the network sees the centre window of each preprocessed slice (padded, and
             with ``window.crop`` cropped, as the training crops were; background outside it);
             ``None`` (default): whole slices (:func:`~medcl.inference.window.inference_window`).
+        name: the network's registry name (recorded in a DICOM SEG).
     """
 
     def __init__(self, model: nn.Module, spec: LabelSpec, preprocess: PreprocessConfig, *,
                  device: torch.device | str = "cpu", batch_size: int = 16,
                  flip_tta: bool = False, geometry: str = "auto",
                  postprocessing: Postprocessing | None = None,
-                 window: Window | None = None) -> None:
+                 window: Window | None = None, name: str = "network") -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.device = torch.device(device)
@@ -98,13 +90,15 @@ class Predictor:
         self.postprocessing = postprocessing or Postprocessing()
         self.size_divisor = getattr(model, "size_divisor", 1)
         self.window = window
+        self.name = name
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, *, checkpoint: str = "best",
                  device: str = "auto", precision: str | None = None,
                  postprocessing: str = "auto", window: str = "auto", **kwargs) -> "Predictor":
-        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent) or
-        from a checkpoint file (``run/checkpoints/best.pt``; ``checkpoint`` is then unused).
+        """Load a predictor from a run folder (``best`` falls back to ``last`` if absent), from
+        a checkpoint file (``run/checkpoints/best.pt``; ``checkpoint`` is then unused) or from a
+        model file written by ``medcl export`` (``model.medcl``, :meth:`from_export`).
 
         ``precision``: ``auto`` (default: bf16 where this machine runs it natively, else fp32),
         ``fp32`` or ``bf16``; chosen for the machine that predicts, not the one that trained.
@@ -112,24 +106,32 @@ class Predictor:
         validation cases; none if absent), ``none`` applies nothing.
         ``window``: ``auto`` (default), ``full``, ``center`` or ``pad`` (:func:`inference_window`).
         """
-        if postprocessing not in POSTPROCESSING_MODES:
-            raise ConfigError(f"postprocessing must be one of {', '.join(POSTPROCESSING_MODES)},"
-                              f" got {postprocessing!r}")
-        path = Path(run_dir)
-        folder = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path
-        if not path.is_file():
-            path = checkpoint_path(run_dir, checkpoint)
-            if checkpoint == "best" and not path.is_file():
-                path = checkpoint_path(run_dir, "last")
-        state = load_checkpoint(path)
-        spec = LabelSpec.from_dict(state["label_spec"], source=str(path))
-        kwargs_model = dict(state["model_kwargs"])
-        if "checkpoint" in kwargs_model:  # pretrained weights: the run's state dict holds them
-            kwargs_model["checkpoint"] = None
-        if "cache_size" in kwargs_model:  # prediction sees each slice once: nothing to cache
-            kwargs_model["cache_size"] = 0
-        model = build_model(**kwargs_model)
-        load_weights(model, state["model"], source=path, what=describe_network(kwargs_model))
+        state, source, chosen = read_source(run_dir, checkpoint=checkpoint,
+                                            postprocessing=postprocessing)
+        if chosen is not None:
+            kwargs.setdefault("postprocessing", chosen)
+        return cls.from_checkpoint(state, source=source, device=device, precision=precision,
+                                   window=window, **kwargs)
+
+    @classmethod
+    def from_export(cls, path: str | os.PathLike, *, postprocessing: str = "auto",
+                    **kwargs) -> "Predictor":
+        """Load a predictor from a model file written by ``medcl export`` (its members checked
+        against their sha256, :mod:`medcl.runtime.model_file`); the options are
+        :meth:`from_run`'s, ``postprocessing="auto"`` applies the file's post-processing."""
+        state, source, chosen = read_source(path, postprocessing=postprocessing, model_file=True)
+        if chosen is not None:
+            kwargs.setdefault("postprocessing", chosen)
+        return cls.from_checkpoint(state, source=source, **kwargs)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict, *, source: Path, device: str = "auto",
+                        precision: str | None = None, window: str = "auto",
+                        **kwargs) -> "Predictor":
+        """A predictor from checkpoint fields (``model``, ``config``, ``label_spec``,
+        ``model_kwargs``, ``step``) read from ``source``; options as :meth:`from_run`."""
+        spec = LabelSpec.from_dict(state["label_spec"], source=str(source))
+        model = rebuild_model(state["model_kwargs"], state["model"], source=str(source))
         cfg = state["config"]
         kwargs.setdefault("window", inference_window(
             model, crop_mode=cfg.get("crop_mode", "random"), crop_size=cfg["crop_size"],
@@ -138,19 +140,14 @@ class Predictor:
         chosen, reason = resolve_precision(precision or "auto", torch_device)
         log.info("inference precision %s (%s)", chosen, reason)
         model = FastForward(model, precision=chosen, channels_last=cfg.get("channels_last", False))
-        preprocess = PreprocessConfig(target_spacing=cfg["target_spacing"],
-                                      normalization=cfg["normalization"],
-                                      nonzero_mask=cfg.get("nonzero_mask", False),
-                                      windows=spec.channel_windows())
         kwargs.setdefault("batch_size", cfg.get("infer_batch_size", 16))
         kwargs.setdefault("geometry", cfg.get("geometry", "auto"))
-        if postprocessing == "auto" and folder.is_dir():
-            kwargs.setdefault("postprocessing", read_postprocessing(folder, spec.class_names))
-        log.info("loaded %s (step %d); post-processing: %s; network input: %s", path,
+        kwargs.setdefault("name", state["model_kwargs"].get("name", "network"))
+        log.info("loaded %s (step %d); post-processing: %s; network input: %s", source,
                  state.get("step", -1),
                  kwargs.get("postprocessing", Postprocessing()).describe(spec.class_names),
                  "whole slices" if kwargs["window"] is None else kwargs["window"].describe())
-        return cls(model, spec, preprocess, device=torch_device, **kwargs)
+        return cls(model, spec, run_preprocessing(cfg, spec), device=torch_device, **kwargs)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         probs = torch.softmax(self.model(batch), dim=1)
@@ -259,10 +256,10 @@ def _check_output(input_path: Path, output_dir: Path) -> None:
                     "predictions (run medcl evaluate again)", ", ".join(map(str, stale)))
 
 
-def _case_outputs(output_dir: Path, case_id: str, save_probs: bool, overlays: bool) -> list[Path]:
-    """The files predicting a case writes: its label map, its probabilities, and its overlays
-    that exist already (their names depend on the slices chosen)."""
-    files = [output_dir / f"{case_id}.nii.gz"]
+def _case_outputs(target: Path, case_id: str, save_probs: bool, overlays: bool) -> list[Path]:
+    """The files predicting a case into ``target`` writes: its label map, its probabilities,
+    and its overlays that exist already (their names depend on the slices chosen)."""
+    output_dir, files = target.parent, [target]
     if save_probs:
         files.append(output_dir / PROBS_DIR / f"{case_id}.nii.gz")
     return files + (overlay_files(output_dir / OVERLAY_DIR, case_id) if overlays else [])
@@ -270,23 +267,29 @@ def _case_outputs(output_dir: Path, case_id: str, save_probs: bool, overlays: bo
 
 def predict_case(predictor: Predictor, paths: tuple[Path, ...], target: Path, *,
                  save_probs: bool = False, largest_component: bool = False,
-                 overlay_slices: int = 0, notes: GeometryNotes | None = None) -> list[Path]:
+                 overlay_slices: int = 0, notes: GeometryNotes | None = None,
+                 output_format: str = "nifti") -> list[Path]:
     """Predict one case (its channel files) into ``target`` (and its probabilities and overlays
     beside it); return the files written. The channels are read with the predictor's geometry
     policy; ``target`` gets the image's geometry with ``qform = sform``
-    (:mod:`medcl.data.geometry`)."""
+    (:mod:`medcl.data.geometry`), or is a DICOM SEG over the first channel's series
+    (``output_format="dicom-seg"``, :mod:`medcl.data.dicom_seg`)."""
     image = read_image(paths, mode=predictor.geometry, notes=notes)
-    spec, case_id, output_dir = predictor.spec, case_stem(target), target.parent
+    spec, output_dir = predictor.spec, target.parent
+    case_id = target.name[: -len(OUTPUT_SUFFIXES[output_format])]
     written = []
     if save_probs:  # the whole volume's probabilities are needed anyway
         probs = predictor.predict_volume(image)
         labels = predictor.segment(probs, largest_component=largest_component)
-        save_nifti(output_dir / PROBS_DIR / target.name, probs, image, dtype=np.float32)
-        written.append(output_dir / PROBS_DIR / target.name)
+        written.append(output_dir / PROBS_DIR / f"{case_id}.nii.gz")
+        save_nifti(written[-1], probs, image, dtype=np.float32)
         del probs
     else:
         labels = predictor.label_volume(image, largest_component=largest_component)
-    save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
+    if output_format == "dicom-seg":
+        save_seg(target, labels, paths[0], spec.class_names, model_name=predictor.name)
+    else:
+        save_nifti(target, spec.to_values(labels), image, dtype=label_dtype(spec))
     written.append(target)
     if overlay_slices:
         values = dict(zip(spec.foreground_names, spec.label_values[1:]))
@@ -300,6 +303,7 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
                  predictor: Predictor, *, save_probs: bool = False,
                  largest_component: bool = False, overwrite: bool = False,
                  skip_existing: bool = False, overlay_slices: int = 0,
+                 output_format: str = "nifti",
                  progress: Callable[[str], None] | None = None) -> list[Path]:
     """Predict every case of ``input_path`` (folder or file) into ``output_dir/{case}.nii.gz``.
 
@@ -320,6 +324,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         skip_existing: leave cases whose ``{case}.nii.gz`` already exists as they are (not with
             ``overwrite``).
         overlay_slices: write this many overlay PNGs per case into ``output_dir/overlays``.
+        output_format: ``nifti``, or ``dicom-seg``: ``output_dir/{case}.dcm``, a DICOM SEG over
+            each case's series (DICOM series input only; class indices as segment numbers).
         progress: called with each case id once it is done (or skipped, or failed).
 
     Returns:
@@ -342,13 +348,14 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         raise ConfigError("overwrite (--overwrite) and skip_existing (--continue) contradict each "
                           "other: choose one")
     cases = find_inputs(input_path, predictor.spec.in_channels, predictor.spec.channel_names)
-    targets = {c: output_dir / f"{c}.nii.gz" for c in cases}
+    suffix = output_suffix(output_format, (paths[0] for paths in cases.values()))
+    targets = {c: output_dir / f"{c}{suffix}" for c in cases}
     existing = [c for c, p in targets.items() if p.exists()]
     if existing and skip_existing:
         log.info("%d cases already predicted in %s; skipped", len(existing), output_dir)
         cases = {c: p for c, p in cases.items() if c not in existing}
     outputs = OutputFolder(output_dir, "predict")
-    outputs.check([f for c in cases for f in _case_outputs(output_dir, c, save_probs,
+    outputs.check([f for c in cases for f in _case_outputs(targets[c], c, save_probs,
                                                            overlay_slices > 0)],
                   overwrite=overwrite,
                   hint="pass --overwrite to replace predictions or --continue to skip them")
@@ -358,7 +365,8 @@ def predict_path(input_path: str | os.PathLike, output_dir: str | os.PathLike,
         try:
             outputs.record(predict_case(predictor, paths, targets[case_id], save_probs=save_probs,
                                         largest_component=largest_component,
-                                        overlay_slices=overlay_slices, notes=notes))
+                                        overlay_slices=overlay_slices, notes=notes,
+                                        output_format=output_format))
             written.append(targets[case_id])
         except MedclError as exc:
             if isinstance(exc, WriteError) or input_path.is_file():

@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from ..errors import ConfigError
+from ..runtime.checkpoint import describe_network, load_weights
 from .sam import build_sam, find_lite_medsam_weights
 from .sam.segmenter import SamSegmenter
 from .unet import UNet
@@ -122,3 +123,28 @@ def build_model(name: str, *, in_channels: int, num_classes: int, **kwargs: Any)
         return MODEL_REGISTRY[name](in_channels=in_channels, num_classes=num_classes, **kwargs)
     except TypeError as exc:  # an unknown keyword argument
         raise ConfigError(f"model {name!r}: {exc}") from None
+
+
+def portable_kwargs(model_kwargs: dict) -> dict:
+    """A checkpoint's ``model_kwargs`` for rebuilding the trained network elsewhere: no
+    pretrained weights file is read (the trained weights hold them) and nothing is cached
+    (prediction sees each slice once)."""
+    kwargs = dict(model_kwargs)
+    if "checkpoint" in kwargs:
+        kwargs["checkpoint"] = None
+    if "cache_size" in kwargs:
+        kwargs["cache_size"] = 0
+    return kwargs
+
+
+def rebuild_model(model_kwargs: dict, weights: dict, *, source: str) -> nn.Module:
+    """The trained network of a checkpoint or model file: built from its ``model_kwargs``
+    (:func:`portable_kwargs`), then its ``weights`` loaded.
+
+    Raises:
+        DataError: the weights do not fit the network (one line naming the first misfit).
+    """
+    kwargs = portable_kwargs(model_kwargs)
+    model = build_model(**kwargs)
+    load_weights(model, weights, source=source, what=describe_network(kwargs))
+    return model

@@ -15,6 +15,7 @@ import pickle
 import pickletools
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -37,6 +38,18 @@ def checkpoint_path(run_dir: str | os.PathLike, name: str) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"{name}.pt"
 
 
+def find_checkpoint(run: str | os.PathLike, name: str = "best") -> Path:
+    """The checkpoint file of ``run``: the file itself if ``run`` is one, else
+    ``run/checkpoints/{name}.pt`` (``best`` falls back to ``last`` when absent)."""
+    run = Path(run)
+    if run.is_file():
+        return run
+    path = checkpoint_path(run, name)
+    if name == "best" and not path.is_file():
+        path = checkpoint_path(run, "last")
+    return path
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename.
 
@@ -51,6 +64,20 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
             raise write_error(path, exc) from exc
 
 
+def read_torch_file(source: Path | BinaryIO, name: str):
+    """``torch.load`` of a file or a seekable binary stream (a zip member read into memory) onto
+    the CPU, tensors and plain data only (``weights_only=True``); ``name`` names it in errors.
+
+    Raises:
+        DataError: it is not a PyTorch checkpoint, a damaged one, or one whose loading would
+            run code.
+    """
+    try:
+        return torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise _unloadable(source, name, exc) from exc
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint onto the CPU.
 
@@ -61,10 +88,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise _unloadable(path, exc) from exc
+    state = read_torch_file(path, str(path))
     missing = ({"model", "config", "label_spec", "model_kwargs"}
                - set(state if isinstance(state, dict) else {}))
     if missing:
@@ -72,37 +96,46 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     return state
 
 
-def _unloadable(path: Path, exc: Exception) -> DataError:
-    """Why ``torch.load(weights_only=True)`` failed on ``path``: a checkpoint that names code to
-    run, a file that is no PyTorch checkpoint at all, or a damaged one."""
-    if zipfile.is_zipfile(path):
-        code = _unsafe_globals(path)
-    elif _is_legacy_checkpoint(path):
+def _rewound(source: Path | BinaryIO) -> Path | BinaryIO:
+    if not isinstance(source, Path):
+        source.seek(0)
+    return source
+
+
+def _unloadable(source: Path | BinaryIO, name: str, exc: Exception) -> DataError:
+    """Why ``torch.load(weights_only=True)`` failed on ``source``: a checkpoint that names code
+    to run, a file that is no PyTorch checkpoint at all, or a damaged one."""
+    if zipfile.is_zipfile(_rewound(source)):
+        code = _unsafe_globals(_rewound(source))
+    elif _is_legacy_checkpoint(_rewound(source)):
         code = ["objects other than tensors and plain data"] if isinstance(
             exc, pickle.UnpicklingError) else []
     else:
-        return DataError(f"{path}: not a PyTorch checkpoint (neither the zip archive torch.save "
+        return DataError(f"{name}: not a PyTorch checkpoint (neither the zip archive torch.save "
                          "writes nor its legacy format)")
     if code:
-        return DataError(f"{path}: refused: loading it would run code (it holds "
+        return DataError(f"{name}: refused: loading it would run code (it holds "
                          f"{', '.join(code)}; medcl loads checkpoints with weights_only=True)")
     reason = (str(exc).strip().splitlines() or [""])[0]
-    return DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {reason})")
+    return DataError(f"{name}: not a readable checkpoint ({type(exc).__name__}: {reason})")
 
 
-def _unsafe_globals(path: Path) -> list[str]:
+def _unsafe_globals(source: Path | BinaryIO) -> list[str]:
     """The functions and classes a zip checkpoint names that weights-only loading refuses (read
     from its pickle without running it); none for a damaged archive."""
     try:
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(source))
     except (RuntimeError, ValueError, EOFError, pickle.UnpicklingError):  # damaged: no code found
         return []
 
 
-def _is_legacy_checkpoint(path: Path) -> bool:
-    """Whether ``path`` opens with the pickled magic number of torch.save's legacy format."""
-    with path.open("rb") as fh:
-        head = fh.read(LEGACY_HEADER_BYTES)
+def _is_legacy_checkpoint(source: Path | BinaryIO) -> bool:
+    """Whether ``source`` opens with the pickled magic number of torch.save's legacy format."""
+    if isinstance(source, Path):
+        with source.open("rb") as fh:
+            head = fh.read(LEGACY_HEADER_BYTES)
+    else:
+        head = source.read(LEGACY_HEADER_BYTES)
     try:
         return any(arg == torch.serialization.MAGIC_NUMBER
                    for _, arg, _ in pickletools.genops(head))

@@ -166,6 +166,12 @@ class TrainConfig:
                           "embeddings, so a frozen encoder's cache keeps working); auto: "
                           "embedding for a frozen SAM encoder, image otherwise",
                           choices=("auto", "image", "embedding"))
+    init_from: str | None = _opt(None, "fine-tune: start from the weights of a run folder (its "
+                                 "best checkpoint), a checkpoint file or a model file written by "
+                                 "medcl export (same network, classes and channels; the "
+                                 "optimiser starts fresh); stored as the file read")
+    init_from_sha256: str | None = _opt(None, "the sha256 of init_from's file, recorded when the "
+                                        "run starts; if given, the file must match it")
     # method and losses (None: the --method preset's value, see docs/method.md)
     method: str = _opt("pce", "method preset: pce baseline, the ablation rows mix / cluster / "
                        "mix_cluster, or the full medcl", choices=METHODS)
@@ -301,6 +307,8 @@ class TrainConfig:
         if self.medcl_rampup > 1 - self.supervised_warmup:
             raise ConfigError(f"medcl_rampup must be in [0, 1 - supervised_warmup] = "
                               f"[0, {1 - self.supervised_warmup:g}], got {self.medcl_rampup}")
+        if self.init_from_sha256 and not self.init_from:
+            raise ConfigError("init_from_sha256 needs init_from (the file it is the sha256 of)")
         if self.num_scribbled is not None and self.scribbled_cases:
             raise ConfigError("give num_scribbled or scribbled_cases, not both")
         self._check_crop_size()

@@ -21,6 +21,7 @@ from medcl.runtime.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_check
 from medcl.runtime.device import set_threads
 from medcl.training.config import TrainConfig
 from medcl.training.data import load_training_data
+from medcl.training.init_from import open_source
 from medcl.training.interrupt import StopSignal
 from medcl.training.run_folder import (
     CONFIG_NAME,
@@ -90,7 +91,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
           callback: Callable[[dict], None] | None = None) -> dict:
     """Train with ``cfg.method``'s objective; write ``run_dir/{config.json, cases.json,
     metrics.jsonl, selection.json, postprocessing.json, checkpoints/}``. Under ``torchrun``
-    every process calls this (see :mod:`medcl.runtime.distributed`).
+    every process calls this (see :mod:`medcl.runtime.distributed`). With ``cfg.init_from``
+    the network starts from those weights (:mod:`medcl.training.init_from`) unless a
+    checkpoint is resumed.
 
     A run that fails before its first step takes back the files it wrote
     (:func:`~medcl.training.run_folder.removed_if_no_step`), so it can simply be run again.
@@ -115,6 +118,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
     trainer: Trainer | None = None
     with removed_if_no_step(run_dir, lambda: trainer.state["step"] if trainer else 0):
         cfg = replace(cfg, **absolute_paths({k: getattr(cfg, k) for k in PATH_KEYS}))
+        source = None
+        if cfg.init_from and last_path is None:  # a checkpoint to resume holds the weights
+            source = open_source(cfg.init_from, expected_sha256=cfg.init_from_sha256)
+            cfg = replace(cfg, init_from=str(source.path), init_from_sha256=source.sha256)
         set_threads(cfg.num_threads)
         cache = run_dir / CACHE_DIR if cfg.slice_cache == "disk" else None
         data, cfg = load_training_data(cfg, cache_dir=cache)
@@ -126,7 +133,11 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
         if ckpt is not None:
             trainer.restore(ckpt, source=last_path)
             log.info("resumed %s at step %d", last_path, trainer.state["step"])
-        elif resume:
+        elif source is not None:
+            trainer.start_from(source)
+            log.info("starting from the weights of %s (step %d, sha256 %s)", source.path,
+                     source.step, source.sha256)
+        if ckpt is None and resume:
             log.info("%s has no checkpoint: starting from step 0 with its configuration", run_dir)
         if trainer.dist.is_main:
             record_run_files(run_dir)

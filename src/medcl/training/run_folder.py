@@ -35,7 +35,7 @@ METRICS_NAME = "metrics.jsonl"
 CASES_NAME = "cases.json"
 SELECTION_NAME = "selection.json"
 #: configuration keys that hold paths; stored absolute so a run resumes from any directory.
-PATH_KEYS = ("data", "labels")
+PATH_KEYS = ("data", "labels", "init_from")
 #: the files a run writes at the top of its folder (checkpoints/ and the slice cache aside)
 RUN_FILES = (CONFIG_NAME, CASES_NAME, METRICS_NAME)
 

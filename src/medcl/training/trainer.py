@@ -41,6 +41,7 @@ from medcl.training.config import RESOLVED_KEY, TrainConfig
 from medcl.training.data import TrainingData
 from medcl.training.ema import WeightAverage
 from medcl.training.embeddings import precompute_embeddings
+from medcl.training.init_from import InitSource
 from medcl.training.interrupt import PeriodicSave, StopSignal, interrupted
 from medcl.training.run_folder import CONFIG_NAME, METRICS_NAME
 from medcl.training.schedule import LRSchedule, sigmoid_rampup
@@ -173,6 +174,13 @@ class Trainer:
         else:  # other processes: a fresh stream that depends on the step, not the world size
             self.step_generator.manual_seed(self.cfg.seed + STEP_SEED_OFFSET * (self.dist.rank + 1)
                                             + self.state["step"])
+
+    def start_from(self, source: InitSource) -> None:
+        """Start the network (and its average) from ``source``'s weights (``--init-from``);
+        optimiser, schedule, step and random state stay fresh."""
+        source.load_into(self.model, self.model_kwargs)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.model.state_dict())
 
     def save(self, name: str) -> None:
         if self.dist.is_main:
