@@ -330,3 +330,20 @@ def test_training_reads_a_label_stored_in_another_orientation_on_the_image_grid(
     case = Case("c", (tmp_path / "img.nii.gz",), tmp_path / "lab.nii.gz")
     _, read = read_case(case, spec)
     np.testing.assert_array_equal(read, labels)
+
+
+def test_ground_truth_written_without_geometry_scores_a_scanner_placed_prediction(tmp_path):
+    """MSCMR's subject43 at evaluate: the ground truth is identity at 0 (written without
+    geometry), the prediction carries the image's scanner geometry (PSR, origin far away): the
+    ground truth lost its geometry, so the two are compared voxel for voxel (with the warning),
+    not refused as two orientations."""
+    spacing = (0.73, 0.73, 12.0)
+    scanner = np.array([[0, 0, -12.0, 10], [-0.73, 0, 0, 120], [0, -0.73, 0, 90], [0, 0, 0, 1]])
+    gt = load_nifti(save(tmp_path / "gt.nii.gz", qform=np.diag([*spacing, 1.0]),
+                         sform=np.diag([*spacing, 1.0]), dtype=np.uint8))
+    pred = load_nifti(save(tmp_path / "pred.nii.gz", qform=scanner, sform=scanner,
+                           dtype=np.uint8))
+    notes = GeometryNotes()
+    aligned, agrees = align(gt, pred, notes=notes)
+    assert not agrees and aligned is pred
+    assert "the image's header was written without geometry" in notes.items[0][1]

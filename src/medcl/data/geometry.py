@@ -30,13 +30,14 @@ axis-aligned orientations of the same voxels) is **reoriented exactly** onto the
   array, with the image's spacing), or a file whose geometry differs from the image's only where
   one of the two headers disagrees with itself (some reading of one header equals some reading
   of the other), is put on the image's grid voxel for voxel and listed in one warning per dataset
-  (:class:`GeometryNotes`). An image written without geometry takes a file voxel for voxel only
-  when that file has no orientation of its own either. Any other difference (spacing,
-  orientation or origin) is an error that says what differs.
+  (:class:`GeometryNotes`); so does an image (or a ground truth) written without geometry beside
+  a file placed by a scanner (MSCMR's subject43 test label beside its prediction). Any other
+  difference (spacing, orientation or origin) is an error that says what differs.
 * ``image``: every file with the image's shape is put on the image's grid voxel for voxel (with
   the warning), except one whose header carries an orientation of its own (not a tool's
-  default) with other axis codes than the image's: that would mirror or transpose it, so it is
-  refused in every mode unless the image header has no geometry at all (codes 0).
+  default) with other axis codes than the image's valid header, or than an image header written
+  without geometry when the file lies at the same origin (flipped or permuted about it): that
+  would mirror or transpose it, so it is refused in every mode.
 * ``strict``: any difference is an error (an exact reorientation is not a difference).
 
 Outputs are written with ``qform = sform = `` the geometry used (:func:`resolve_volume` gives the
@@ -98,6 +99,11 @@ class HeaderGeometry:
         """A tool's default header (axis-aligned at the origin in the direction nibabel or ITK
         writes for an array without geometry): orientation and origin were not written."""
         return _is_default(self.affine)
+
+    @property
+    def at_origin(self) -> bool:
+        """The first voxel's centre lies at the world origin."""
+        return bool(np.allclose(self.affine[:3, 3], 0.0, atol=ORIGIN_ATOL_MM))
 
     @property
     def oriented(self) -> bool:
@@ -288,17 +294,19 @@ def align(ref: Volume, other: Volume, *, mode: str = "auto",
         raise DataError(f"{other.path}: shape {other.shape} differs from {ref.path} {ref.shape}")
     difference = describe_difference(rg.affine, og.affine)
     other_orientation = nib.aff2axcodes(og.affine) != nib.aff2axcodes(rg.affine)
-    if og.oriented and other_orientation and not rg.lost:
+    # two orientations of their own that disagree, or an image written without geometry beside
+    # a file flipped or permuted about the same origin: voxel for voxel would mirror or transpose
+    if other_orientation and og.oriented and (rg.oriented or (rg.bare and og.at_origin)):
         raise DataError(f"{other.path}: stored in orientation {''.join(nib.aff2axcodes(og.affine))}"
                         f", {ref.path} in {''.join(nib.aff2axcodes(rg.affine))}, and the two grids "
                         f"are not the same voxels ({difference}); using it voxel for voxel would "
                         f"mirror or transpose it: resample it onto its image first")
     reason = None
     same_spacing = np.allclose(rg.spacing, og.spacing, rtol=SPACING_RTOL)
-    if og.lost or (rg.lost and not og.oriented):
+    if og.lost or rg.lost:
         owner = "its" if og.lost else "the image's"
         reason = f"no geometry in {owner} header (qform/sform codes 0, or a default unit header)"
-    elif same_spacing and (og.bare or (rg.bare and not og.oriented)):
+    elif same_spacing and (og.bare or rg.bare):
         owner = "its" if og.bare else "the image's"
         reason = (f"{owner} header was written without geometry "
                   "(a tool's default at 0, same spacing)")
