@@ -143,6 +143,21 @@ def test_round_config_trains_on_all_scribbles_and_refuses_other_options(tmp_path
         round_config(base, tmp_path, None, {"lr": 1.0})
 
 
+def test_a_round_fine_tunes_the_previous_model_unless_asked_from_scratch(tmp_path):
+    """A round starts from the current model's weights (the base run's own init_from and its
+    sha256 are replaced); ``from_scratch`` on the page keeps the initial weights."""
+    base = {"iterations": 100, "init_from": "/elsewhere/model.medcl", "init_from_sha256": "ab" * 32}
+    previous = tmp_path / "rounds" / "round_002"
+    cfg = round_config(base, tmp_path, None, {"iterations": 7}, init_from=previous)
+    assert (cfg["init_from"], cfg["init_from_sha256"]) == (str(previous), None)
+    scratch = round_config(base, tmp_path, None, {"from_scratch": True}, init_from=previous)
+    assert (scratch["init_from"], scratch["init_from_sha256"]) == (None, None)
+    first = round_config({"iterations": 100}, tmp_path, None, {}, init_from=None)
+    assert first["init_from"] is None
+    with pytest.raises(ConfigError, match="from_scratch must be true or false, got 'yes'"):
+        round_config(base, tmp_path, None, {"from_scratch": "yes"}, init_from=previous)
+
+
 def test_read_metrics_collects_curve_and_skips_partial_lines(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"event": "step", "step": 1, "total": 4, "elapsed": 0.5, "loss": 2.0}\n'

@@ -29,21 +29,34 @@ LOG_FILE = "train.log"
 PAGE_OPTIONS = ("iterations", "max_minutes")
 #: options that select a subset of the scribbles: a round trains on all of them
 _SUBSET_OPTIONS = ("num_scribbled", "scribbled_cases")
+#: where the base run started from: a round starts from the previous round's model instead
+_INIT_OPTIONS = ("init_from", "init_from_sha256")
+#: the page's request to train a round from the model's initial weights
+FROM_SCRATCH = "from_scratch"
 #: lines of the log shown when a round fails
 LOG_TAIL_LINES = 8
 
 
-def round_config(base: dict, data: Path, labels: str | None, page: dict) -> dict:
-    """The configuration of a round: ``base`` on the dataset, all scribbles, page options.
+def round_config(base: dict, data: Path, labels: str | None, page: dict, *,
+                 init_from: Path | None = None) -> dict:
+    """The configuration of a round: ``base`` on the dataset, all scribbles, page options,
+    starting from the weights of ``init_from`` (the previous round's model) unless the page asks
+    for :data:`FROM_SCRATCH`.
 
     Raises:
         ConfigError: the page sets an option not in :data:`PAGE_OPTIONS`, or a value is invalid.
     """
+    page = dict(page)
+    from_scratch = page.pop(FROM_SCRATCH, False)
+    if not isinstance(from_scratch, bool):
+        raise ConfigError(f"{FROM_SCRATCH} must be true or false, got {from_scratch!r}")
     unknown = sorted(set(page) - set(PAGE_OPTIONS))
     if unknown:
         raise ConfigError(f"training options {unknown} cannot be set from the page; "
-                          f"allowed: {', '.join(PAGE_OPTIONS)}")
-    cfg = {k: v for k, v in base.items() if k not in _SUBSET_OPTIONS}
+                          f"allowed: {', '.join((*PAGE_OPTIONS, FROM_SCRATCH))}")
+    cfg = {k: v for k, v in base.items() if k not in _SUBSET_OPTIONS + _INIT_OPTIONS}
+    if init_from is not None and not from_scratch:
+        cfg["init_from"] = str(init_from)
     cfg.update(page, data=str(data), labels=labels)
     return TrainConfig.from_dict(cfg, source="training round").to_dict()
 

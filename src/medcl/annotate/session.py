@@ -99,7 +99,8 @@ class Session:
         return json.loads(saved.read_text()) if saved and saved.is_file() else {}
 
     def start_training(self, options: dict) -> dict:
-        """Start a round from the current scribbles; returns its status.
+        """Start a round from the current scribbles, fine-tuning the current model (the last
+        round's, else the run's) unless ``options`` say ``from_scratch``; returns its status.
 
         Raises:
             ConfigError: no run folder, a folder of images alone, or invalid options.
@@ -112,7 +113,8 @@ class Session:
         with self._lock:
             if self.job is not None and self.job.running:
                 raise Busy(f"round {self.job.run_dir.name} is still training")
-            config = round_config(self.base_config(), self.store.root, self.labels_file(), options)
+            config = round_config(self.base_config(), self.store.root, self.labels_file(), options,
+                                  init_from=self.current_model())
             written = self.store.ensure_scribble_files()
             if written:
                 log.info("wrote %d empty scribble maps for unscribbled cases", len(written))
