@@ -92,11 +92,13 @@ head -c 5000 /dev/urandom > rnd.pt
 show checkpoint-random-bytes $M predict -i data/TestSet/images -o pr -m rnd.pt
 show overwrite-and-continue $M predict -i data/TestSet/images -o pred -m run --overwrite --continue
 # Ctrl-C during start-up imports
-# (from Python: a background job of a non-interactive shell ignores SIGINT)
+# (from Python, with SIGINT's default action restored in the child)
 $PY - "$L.int" $M train --data data --out rsig $T <<'P'
 import signal, subprocess, sys, time
 with open(sys.argv[1], "w") as err:
-    proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=err)
+    # SIGINT as a terminal delivers it (a script started in the background inherits it ignored)
+    proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL, stderr=err,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     print(f"[sigint-startup] exit {proc.wait()} :: ", end="")

@@ -182,6 +182,7 @@ def train_log_facts(results: Path) -> dict:
             words = line.split("budget spent:")[1].split(",")
             facts["iterations"] = int(words[0].split()[0])
             facts["epochs"] = int(words[1].split()[0])
+            facts["train_elapsed_s"] = float(words[2].split()[0])
         if "Pseudo dice" in line:
             facts["last_pseudo_dice"] = line.split("Pseudo dice")[1].strip()
     return facts
@@ -215,16 +216,20 @@ def row(args: argparse.Namespace) -> dict:
         train_wall = nnunet(["nnUNetv2_train", str(DATASET_IDS[args.setting]), CONFIGURATION, FOLD,
                              "-tr", TRAINER, "-p", PLANS[args.plans], "-device", "cpu"],
                             env, logs / f"{name}_train.log")
-    peak_train = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    peak_train = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+                  if train_wall else None)  # measured only where this process trained
     pred_dir = WORK / "predictions" / name
-    if pred_dir.exists():
-        shutil.rmtree(pred_dir)  # our own output folder of this row, inside runs/peers
-    images = WORK / "nnUNet_raw" / dataset_name(args.setting) / "imagesTs"
-    predict_wall = nnunet(["nnUNetv2_predict", "-i", str(images), "-o", str(pred_dir), "-d",
-                           str(DATASET_IDS[args.setting]), "-c", CONFIGURATION, "-f", FOLD,
-                           "-tr", TRAINER, "-p", PLANS[args.plans], "-chk",
-                           "checkpoint_final.pth", "-device", "cpu"],
-                          env, logs / f"{name}_predict.log")
+    if args.evaluate_only:  # the predictions of an earlier call whose evaluation failed
+        predict_wall = args.predict_wall_s
+    else:
+        if pred_dir.exists():
+            shutil.rmtree(pred_dir)  # our own output folder of this row, inside runs/peers
+        images = WORK / "nnUNet_raw" / dataset_name(args.setting) / "imagesTs"
+        predict_wall = nnunet(["nnUNetv2_predict", "-i", str(images), "-o", str(pred_dir), "-d",
+                               str(DATASET_IDS[args.setting]), "-c", CONFIGURATION, "-f", FOLD,
+                               "-tr", TRAINER, "-p", PLANS[args.plans], "-chk",
+                               "checkpoint_final.pth", "-device", "cpu"],
+                              env, logs / f"{name}_predict.log")
     medcl_summary = evaluate_test(data_root(), pred_dir, args.hd95)
     n_cases = len(medcl_summary["cases"])
     pre = WORK / "nnUNet_preprocessed" / dataset_name(args.setting)
@@ -237,7 +242,7 @@ def row(args: argparse.Namespace) -> dict:
             "budget_minutes": args.minutes, "seed": args.seed,
             "train_wall_s": round(train_wall, 1) if train_wall else None,
             **train_log_facts(results),
-            "peak_rss_gib_largest_process": round(peak_train, 2),
+            "peak_rss_gib_largest_process": round(peak_train, 2) if peak_train else None,
             "test_predict_wall_s": round(predict_wall, 1),
             "test_predict_s_per_volume": round(predict_wall / n_cases, 2),
             "hd95_convention": medcl_summary["hd95_convention"],
@@ -266,11 +271,18 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--hd95", default="medpy")
     r.add_argument("--results", default=str(REPO / "benchmarks" / "results" / "peers"))
+    r.add_argument("--evaluate-only", action="store_true",
+                   help="score the predictions already written (the row's training and "
+                        "prediction finished, its evaluation did not)")
+    r.add_argument("--predict-wall-s", type=float,
+                   help="with --evaluate-only: the prediction's wall time, read from its log")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if not (VENV / ".installed").is_file():
         raise SystemExit(f"{VENV}: no nnU-Net venv; build it with "
                          "bash benchmarks/peers/make_nnunet_venv.sh")
+    if args.command == "row" and args.evaluate_only and args.predict_wall_s is None:
+        parser.error("--evaluate-only needs --predict-wall-s")
     if args.command == "prepare":
         prepare(args)
         return
