@@ -41,7 +41,11 @@ per epoch, no final fold validation); it predicts with its own predictor and def
 test-time augmentation). `default` plans are nnU-Net's own; `cpu` plans change only the 2D
 configuration's spacing (1.367 mm), patch (192 x 192), batch size (8) and the depth the patch
 allows (6 stages). medcl rows are its post-processed predictions (the post-processing chosen on
-the validation volumes). Dice and HD95 (mm, medpy convention) by `medcl evaluate`; nnU-Net's own
+the validation volumes); rows recorded before 2026-12-07 chose their checkpoint on raw
+validation Dice, later ones on post-processed Dice (docs/training.md). nnU-Net gets no
+post-processing: its own is chosen by 5-fold cross-validation, which one fold under a budget
+does not give. A machine heading names the CPU as the record does ("AMD EPYC ... AVX512" is a
+Zen 4; its records' `cpu` field lists the vector flags). Dice and HD95 (mm, medpy convention) by `medcl evaluate`; nnU-Net's own
 evaluator gives the same Dice on the nnU-Net predictions (the records hold both).
 
 """
@@ -51,7 +55,9 @@ def _load(paths) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(paths)]
 
 
-def _fmt(values: list[float], digits: int = 3) -> str:
+def _fmt(values: list[float | None], digits: int = 3) -> str:
+    """Mean +- std of the measured values (``None``: not measured), or the one value."""
+    values = [v for v in values if v is not None]
     if not values:
         return "-"
     if len(values) == 1:
@@ -64,7 +70,11 @@ def _medcl_row(record: dict) -> str | None:
     would pick (``recommended``, ``pce``); ``None`` for the records of other questions."""
     if record.get("method") not in MEDCL_METHODS:
         return None
-    return "medcl " + SEED.sub("_", record["name"])
+    row = SEED.sub("", record["name"])
+    row = row.removeprefix(f"mscmr_{record['setting']}_").removesuffix(
+        f"_{record['budget_minutes']:g}min")
+    model = record["config"].get("model", "unet")
+    return f"medcl {model}, row `{row}`"
 
 
 def rows() -> dict[str, dict[tuple, list[dict]]]:
