@@ -45,8 +45,9 @@ the validation volumes); rows recorded before 2026-12-07 chose their checkpoint 
 validation Dice, later ones on post-processed Dice (docs/training.md). nnU-Net gets no
 post-processing: its own is chosen by 5-fold cross-validation, which one fold under a budget
 does not give. A machine heading names the CPU as the record does ("AMD EPYC ... AVX512" is a
-Zen 4; its records' `cpu` field lists the vector flags). Dice and HD95 (mm, medpy convention) by `medcl evaluate`; nnU-Net's own
-evaluator gives the same Dice on the nnU-Net predictions (the records hold both).
+Zen 4; its records' `cpu` field lists the vector flags). Dice and HD95 (mm, medpy convention)
+by `medcl evaluate`; nnU-Net's own evaluator gives the same Dice on the nnU-Net predictions (the
+records hold both).
 
 """
 
