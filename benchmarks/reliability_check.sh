@@ -105,6 +105,7 @@ with open(sys.argv[1], "w") as err:
 P
 tail -1 $L.int | cut -c1-230; cat $L.int >> $L.all
 # annotate on a port in use
-$PY -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 18765)); s.listen(); time.sleep(60)" & lp=$!; sleep 1
+$PY -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 18765)); s.listen(); time.sleep(60)" & lp=$!
+until $PY -c "import socket; socket.create_connection(('127.0.0.1', 18765), 1)" 2>/dev/null; do sleep 0.2; done
 show annotate-port-taken $M annotate data --port 18765; kill $lp
 echo "tracebacks in all stderr: $(grep -c Traceback $L.all)"
